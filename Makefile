@@ -1,0 +1,82 @@
+# appliance-api: `make run` serves the API on https://$(ADDR):$(PORT); `make test` runs every test.
+# Both install what they need: Debian packages (apt) and a virtual environment (.venv).
+
+ADDR ?= 127.0.0.1
+PORT ?= 8443
+PYTHON ?= /usr/bin/python3
+VENV := $(CURDIR)/.venv
+VAR := $(CURDIR)/var
+PREFIX ?= /usr
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+
+# The daemons the API drives, and Debian's Python packages that an appliance
+# image may use instead of the venv's (the in-process tests run on both).
+DEBIAN_PACKAGES := lighttpd haproxy stunnel4 iptables iproute2 curl openssl procps \
+	python3 python3-venv python3-cryptography python3-psutil python3-pytest python3-webtest
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: all deps debian-packages venv pki run test test-unit test-debian test-e2e \
+	bench bench-reload proof install clean
+
+all: test
+
+deps: debian-packages venv
+
+debian-packages:
+	@missing=""; for package in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$package 2>/dev/null | grep -q "install ok installed" \
+			|| missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-test.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
+pki: $(VAR)/pki/ca.pem
+
+$(VAR)/pki/ca.pem: | venv
+	$(VENV)/bin/python tools/pki.py --out $(VAR)/pki --server-address $(ADDR)
+
+run: deps pki
+	@$(VENV)/bin/python tools/site.py --folder $(VAR)/run --address $(ADDR) --port $(PORT) \
+		--pki $(VAR)/pki --python $(VENV)/bin/python >/dev/null
+	@echo "appliance-api on https://$(ADDR):$(PORT) (state in $(VAR)/run/state, logs in $(VAR)/run/log)"
+	@echo "Try: curl --cacert var/pki/ca.pem -E var/pki/client.pem https://$(ADDR):$(PORT)/status"
+	exec lighttpd -D -f $(VAR)/run/lighttpd.conf
+
+test: deps
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
+	@echo "In-process tests again under Debian's python3 with python3-cryptography and python3-psutil:"
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/unit
+
+bench: deps pki
+	$(VENV)/bin/python bench/bench.py
+
+bench-reload: deps pki
+	$(VENV)/bin/python bench/bench_reload.py
+
+clean:
+	rm -rf $(VAR) $(VENV)
+
+install:
+	install -d $(DESTDIR)$(PREFIX)/lib/appliance-api/cgi-bin $(DESTDIR)$(PREFIX)/lib/appliance-api/tools
+	install -m 0755 cgi-bin/appliance-api $(DESTDIR)$(PREFIX)/lib/appliance-api/cgi-bin/
+	cd lib && find appliance_api -name '*.py' -exec install -D -m 0644 {} $(DESTDIR)$(PREFIX)/lib/appliance-api/lib/{} \;
+	install -m 0755 tools/lighttpd_local.py $(DESTDIR)$(PREFIX)/lib/appliance-api/tools/
+	install -d $(DESTDIR)$(SYSCONFDIR)/appliance-api
+	install -m 0644 conf/lighttpd.conf $(DESTDIR)$(SYSCONFDIR)/appliance-api/lighttpd.conf
+	test -e $(DESTDIR)$(SYSCONFDIR)/appliance-api/appliance-api.ini || \
+		install -m 0644 conf/appliance-api.ini $(DESTDIR)$(SYSCONFDIR)/appliance-api/appliance-api.ini
+	install -d $(DESTDIR)/lib/systemd/system/lighttpd.service.d
+	sed 's|@PREFIX@|$(PREFIX)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' conf/lighttpd-drop-in.conf \
+		> $(DESTDIR)/lib/systemd/system/lighttpd.service.d/appliance-api.conf
+	install -d -m 0700 $(DESTDIR)/var/lib/appliance-api

@@ -1,0 +1,144 @@
+"""The WSGI application: match a route, call its handler, turn errors into responses.
+
+This is the one place where exceptions become HTTP answers: an HTTPError
+becomes its code and one-line reason; anything else is a 500 whose traceback
+goes to wsgi.errors (lighttpd's error log), never to the client.
+"""
+import importlib
+import re
+import sys
+import traceback
+
+from . import config as config_module
+from .errors import HTTPError, InvalidRequest, RequestEntityTooLarge, ServerError
+from .routes import ROUTES, compile_pattern
+
+TEXT = "text/plain; charset=utf-8"
+STATUS_LINES = {200: "200 OK", 201: "201 Created", 403: "403 Forbidden",
+                404: "404 Not Found", 409: "409 Conflict",
+                413: "413 Request Entity Too Large", 500: "500 Internal Server Error"}
+
+_compiled_routes = [(method, re.compile(compile_pattern(pattern)), handler)
+                    for method, pattern, handler in ROUTES]
+
+
+class Response:
+    def __init__(self, body="", status=200, content_type=TEXT, headers=()):
+        self.body = body.encode("utf-8") if isinstance(body, str) else body
+        self.status = status
+        self.content_type = content_type
+        self.headers = list(headers)
+
+
+def text(*lines, status=200, headers=()):
+    """A text/plain answer of one or more lines, as the contract's bodies are."""
+    return Response("".join(line.rstrip("\n") + "\n" for line in lines), status, headers=headers)
+
+
+class Request:
+    def __init__(self, environ, config):
+        self.environ = environ
+        self.config = config
+        self.method = environ.get("REQUEST_METHOD", "GET")
+        self.path = environ.get("PATH_INFO", "") or "/"
+
+    def header(self, name):
+        return self.environ.get("HTTP_" + name.upper().replace("-", "_"))
+
+    def read_body(self, limit):
+        """The request body, refused with 413 when its declared length is over limit."""
+        try:
+            length = int(self.environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise InvalidRequest("Invalid Content-Length")
+        if length < 0:
+            raise InvalidRequest("Invalid Content-Length")
+        if length > limit:
+            raise RequestEntityTooLarge(detail="Limit for this resource: %d bytes" % limit)
+        if length == 0:
+            return b""
+        stream = self.environ["wsgi.input"]
+        chunks, remaining = [], length
+        while remaining > 0:
+            chunk = stream.read(min(remaining, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+
+
+def find_route(method, path):
+    """(handler name, URL parameters) for a request; InvalidRequest when none matches."""
+    if method == "HEAD":
+        method = "GET"
+    for route_method, pattern, handler in _compiled_routes:
+        if route_method == method:
+            match = pattern.match(path)
+            if match:
+                return handler, match.groupdict()
+    raise InvalidRequest()
+
+
+def call_handler(handler, request, params):
+    module_name, function_name = handler.split(":")
+    module = importlib.import_module("appliance_api.handlers." + module_name)
+    return getattr(module, function_name)(request, **params)
+
+
+def check_client(environ, config):
+    if not config.flag("api", "require_client_certificate"):
+        return
+    if environ.get("SSL_CLIENT_VERIFY") != "SUCCESS":
+        raise InvalidRequest("Client certificate required")
+    allowed = config.words("api", "allowed_client_names")
+    if allowed and environ.get("SSL_CLIENT_S_DN_CN") not in allowed:
+        raise InvalidRequest("Client certificate not allowed")
+
+
+def handle(environ, config=None):
+    try:
+        config = config or config_module.load(environ)
+        check_client(environ, config)
+        request = Request(environ, config)
+        handler, params = find_route(request.method, request.path)
+        return call_handler(handler, request, params)
+    except HTTPError as error:
+        if error.code == 500:
+            _log(environ, "appliance-api: %s %s: %s\n"
+                 % (environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), error.reason))
+        return Response(error.body(), error.code)
+    except Exception as error:
+        _log(environ, "appliance-api: %s %s failed:\n%s"
+             % (environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), traceback.format_exc()))
+        return Response(ServerError(_describe(error)).body(), 500)
+
+
+def make_application(config=None):
+    """A WSGI callable. Tests pass a Config; the CGI script reads the file named in the environment."""
+    def application(environ, start_response):
+        response = handle(environ, config)
+        body = b"" if environ.get("REQUEST_METHOD") == "HEAD" else response.body
+        headers = [("Content-Type", response.content_type),
+                   ("Content-Length", str(len(response.body))),
+                   ("Cache-Control", "no-store")] + response.headers
+        start_response(STATUS_LINES.get(response.status, "%d Error" % response.status), headers)
+        return [body]
+    return application
+
+
+application = make_application()
+
+
+def _describe(error):
+    """One line for an unexpected failure: an OSError names its file, nothing else leaks."""
+    if isinstance(error, OSError) and error.strerror:
+        where = " (%s)" % error.filename if error.filename else ""
+        return "Internal error: %s%s" % (error.strerror, where)
+    return "Internal error: %s" % type(error).__name__
+
+
+def _log(environ, message):
+    stream = environ.get("wsgi.errors") or sys.stderr
+    stream.write(message)
+    stream.flush()

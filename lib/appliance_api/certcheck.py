@@ -1,0 +1,281 @@
+"""Checks on an uploaded listener certificate (PUT .../certificates/:filename.pem).
+
+The body is one PEM file: an unencrypted RSA or EC private key, the leaf
+certificate, then its chain, in that order (../shared/spec/api-contract.md).
+``check_certificate_file`` raises ``errors.Conflict(reason)`` for the first
+problem it finds; the reasons are part of the contract, so tests assert them.
+
+cryptography is imported inside the functions: every CGI request imports the
+handlers, and only certificate uploads should pay for loading it.  The code
+sticks to APIs present in both Debian 12's cryptography 38 and current PyPI
+releases.
+"""
+
+import base64
+import binascii
+import datetime
+import re
+
+from .errors import Conflict
+
+KEY_LABELS = ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY")
+CERT_LABEL = "CERTIFICATE"
+
+# The END label must repeat the BEGIN label; a block that is never closed
+# is left unmatched and so counts as stray text.
+_PEM_BLOCK = re.compile(
+    r"-----BEGIN ([^-\r\n]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+
+# Text files may hold tabs and line breaks; other control characters mean
+# someone sent DER or some other binary file.
+_BINARY = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+
+_NOT_PEM = "File contains data that is not a PEM key or certificate"
+_ENCRYPTED = "Private key is encrypted"
+
+
+class _Block:
+    """One parsed PEM block: ``kind`` is "key" or "cert"; ``obj`` is the
+    loaded object, or None for a key of a type cryptography cannot load."""
+
+    def __init__(self, kind, obj):
+        self.kind = kind
+        self.obj = obj
+
+
+def filename_for_common_name(cn: str) -> str:
+    """The file name a certificate for ``cn`` is stored under:
+    "*.example.com" -> "WILDCARD.example.com.pem"."""
+    return cn.replace("*", "WILDCARD") + ".pem"
+
+
+def check_certificate_file(data: bytes, filename: str, now=None) -> None:
+    """Raise errors.Conflict(<one-line reason>) if `data` is not a usable PEM
+    for a listener named `filename`."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    blocks = _read_blocks(data)
+    keys = [b for b in blocks if b.kind == "key"]
+    certs = [b.obj for b in blocks if b.kind == "cert"]
+
+    if not certs:
+        raise Conflict("No certificate found")
+    if not keys:
+        # The original API only took RSA keys; clients match on this wording.
+        raise Conflict("No RSA key found")
+    if len(keys) > 1:
+        raise Conflict("More than one private key found")
+    key = keys[0].obj
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise Conflict("Unsupported key type (RSA or EC only)")
+    if blocks[0].kind != "key":
+        raise Conflict(
+            "Blocks out of order: expected key, certificate, then chain")
+
+    leaf, chain = certs[0], certs[1:]
+    if not _same_public_key(key, leaf):
+        raise Conflict("Certificate and key do not match")
+
+    signed = leaf
+    for position, signer in enumerate(chain, 1):
+        if not _signed_by(signed, signer):
+            raise Conflict(
+                "Chain certificate %d did not sign the certificate before it"
+                % position)
+        signed = signer
+
+    now = _utc(now) if now is not None else datetime.datetime.now(
+        datetime.timezone.utc)
+    problem = _validity_problem(leaf, now)
+    if problem:
+        raise Conflict("Certificate " + problem)
+    for position, cert in enumerate(chain, 1):
+        problem = _validity_problem(cert, now)
+        if problem:
+            raise Conflict("Chain certificate %d %s" % (position, problem))
+
+    cn = _common_name(leaf)
+    if cn is None:
+        raise Conflict("Certificate has no common name")
+    expected = filename_for_common_name(cn)
+    if filename != expected:
+        raise Conflict(
+            "Filename does not match the certificate's common name "
+            "(expected %s)" % _one_line(expected))
+
+
+def _read_blocks(data):
+    """Split the body into parsed PEM blocks, in file order, raising
+    Conflict for anything that is not a key or certificate block."""
+    if not data:
+        raise Conflict("No certificate found")
+    try:
+        # utf-8-sig drops the byte-order mark some Windows editors write.
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise Conflict("File is not a PEM text file") from None
+    if _BINARY.search(text):
+        raise Conflict("File is not a PEM text file")
+
+    blocks = []
+    end = 0
+    for match in _PEM_BLOCK.finditer(text):
+        if text[end:match.start()].strip():
+            raise Conflict(_NOT_PEM)
+        end = match.end()
+        blocks.append(_parse_block(match.group(1), match.group(2)))
+    if text[end:].strip():
+        raise Conflict(_NOT_PEM)
+    return blocks
+
+
+def _parse_block(label, body):
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.serialization import (
+        load_der_private_key)
+
+    if label == "ENCRYPTED PRIVATE KEY":
+        raise Conflict(_ENCRYPTED)
+    if label not in KEY_LABELS and label != CERT_LABEL:
+        raise Conflict(_NOT_PEM)
+
+    headers, payload = _split_headers(body)
+    if "ENCRYPTED" in headers.get("Proc-Type", ""):
+        raise Conflict(_ENCRYPTED)
+    # Headers only ever carry legacy encryption parameters; anything else
+    # is not something we know how to store.
+    if headers:
+        raise Conflict(_NOT_PEM)
+    try:
+        der = base64.b64decode("".join(payload.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise Conflict(_NOT_PEM) from None
+    if not der:
+        raise Conflict(_NOT_PEM)
+
+    # The exception types for malformed DER differ between cryptography
+    # releases (and between its OpenSSL and Rust parsers), so any failure
+    # to load untrusted bytes is the client's problem, not a server error.
+    if label == CERT_LABEL:
+        try:
+            return _Block("cert", x509.load_der_x509_certificate(der))
+        except Exception:
+            raise Conflict(_NOT_PEM) from None
+    try:
+        return _Block("key", load_der_private_key(der, password=None))
+    except UnsupportedAlgorithm:
+        # A well-formed key of a type we do not take is reported as such
+        # once the key count is known, not as garbage.
+        return _Block("key", None)
+    except TypeError:
+        # Raised for a password-protected PKCS#8 key under a plain label.
+        raise Conflict(_ENCRYPTED) from None
+    except Exception:
+        raise Conflict(_NOT_PEM) from None
+
+
+def _split_headers(body):
+    """RFC 1421 headers ("Proc-Type: 4,ENCRYPTED") come before a blank line;
+    return them as a dict and the rest of the block as the base64 text."""
+    lines = body.splitlines()
+    if not lines or ":" not in lines[0]:
+        return {}, body
+    headers = {}
+    for number, line in enumerate(lines):
+        if not line.strip():
+            return headers, "\n".join(lines[number + 1:])
+        name, _, value = line.partition(":")
+        headers[name.strip()] = value.strip()
+    return headers, ""
+
+
+def _same_public_key(key, cert):
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding, PublicFormat)
+
+    def spki(public_key):
+        return public_key.public_bytes(
+            Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+    try:
+        return spki(key.public_key()) == spki(cert.public_key())
+    except Exception:
+        # A certificate key type cryptography cannot load cannot match ours.
+        return False
+
+
+def _signed_by(cert, issuer):
+    """True if `issuer` is named as, and really is, the signer of `cert`.
+
+    Done by hand because Certificate.verify_directly_issued_by only exists
+    from cryptography 40 on."""
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        public_key = issuer.public_key()
+        hash_algorithm = cert.signature_hash_algorithm
+        if isinstance(public_key, rsa.RSAPublicKey):
+            # signature_algorithm_parameters (cryptography >= 41) also
+            # covers RSA-PSS; before it, only PKCS#1 v1.5 can be checked.
+            rsa_padding = getattr(cert, "signature_algorithm_parameters",
+                                  None) or padding.PKCS1v15()
+            public_key.verify(cert.signature, cert.tbs_certificate_bytes,
+                              rsa_padding, hash_algorithm)
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(cert.signature, cert.tbs_certificate_bytes,
+                              ec.ECDSA(hash_algorithm))
+        else:
+            return False
+    except Exception:
+        # InvalidSignature, or a signature algorithm this cryptography
+        # cannot check: either way we cannot show the issuer signed it.
+        return False
+    return True
+
+
+def _validity_problem(cert, now):
+    """"has expired" / "is not yet valid", or None if `now` is in range."""
+    if now < _cert_time(cert, "not_valid_before"):
+        return "is not yet valid"
+    if now > _cert_time(cert, "not_valid_after"):
+        return "has expired"
+    return None
+
+
+def _cert_time(cert, name):
+    # The *_utc properties arrived in cryptography 42, which deprecates the
+    # naive ones; older releases only have the naive (UTC) values.
+    aware = getattr(cert, name + "_utc", None)
+    if aware is not None:
+        return aware
+    return getattr(cert, name).replace(tzinfo=datetime.timezone.utc)
+
+
+def _utc(moment):
+    """Treat a naive datetime as UTC, so callers may pass either kind."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.astimezone(datetime.timezone.utc)
+
+
+def _common_name(cert):
+    from cryptography.x509.oid import NameOID
+
+    # The first CN is the primary one, as OpenSSL reports it.
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        return None
+    value = names[0].value
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value
+
+
+def _one_line(text):
+    # A CN is attacker-chosen; keep the reason on one line regardless.
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")

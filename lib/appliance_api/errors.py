@@ -1,0 +1,51 @@
+"""HTTP errors as exceptions, in the manner of werkzeug.
+
+A handler raises ``NotFound()`` or ``Conflict("No RSA key found", output)``;
+``app.application`` is the one place that turns them into responses.
+The status codes and default bodies are the contract's
+(../shared/spec/api-contract.md, "Status codes").
+"""
+
+
+class HTTPError(Exception):
+    code = 500
+    reason = "Internal Server Error"
+
+    def __init__(self, reason=None, detail=""):
+        super().__init__(reason or self.reason)
+        if reason:
+            self.reason = reason
+        self.detail = detail
+
+    def body(self):
+        text = self.reason + "\n"
+        if self.detail:
+            text += self.detail.rstrip("\n") + "\n"
+        return text
+
+
+class InvalidRequest(HTTPError):
+    """URL or method not recognised, or a client the API does not serve."""
+    code = 403
+    reason = "Invalid Request"
+
+
+class NotFound(HTTPError):
+    code = 404
+    reason = "Not Found"
+
+
+class Conflict(HTTPError):
+    """The uploaded data is unusable; the detail carries a checker's output."""
+    code = 409
+    reason = "Conflict"
+
+
+class RequestEntityTooLarge(HTTPError):
+    code = 413
+    reason = "Request Entity Too Large"
+
+
+class ServerError(HTTPError):
+    """The API could not do its job; the reason is one line an operator can act on."""
+    code = 500

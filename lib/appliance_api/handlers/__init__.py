@@ -1,0 +1,1 @@
+"""Handlers, one module per resource; each reads like the contract's table."""

@@ -1,0 +1,59 @@
+"""/instances/:instance/certificates/:filename.pem: listener certificates.
+
+A stored file is key + certificate + chain, mode 0600, named after the
+certificate's CN (the route only matches safe names). The ETag is the file's
+SHA-256, so a controller can skip re-sending an unchanged certificate.
+"""
+import hashlib
+import os
+
+from ..app import Response, text
+from ..certcheck import check_certificate_file
+from ..errors import Conflict, NotFound
+from ..layout import Instance
+from ..system import files
+from ..system.locks import instance_lock
+
+
+def put_certificate(request, instance, filename):
+    from .. import services  # daemons and psutil: only changes pay for them
+
+    data = request.read_body(int(request.config.number("limits", "certificate_bytes")))
+    check_certificate_file(data, filename)
+    instance = Instance(request.config.state_dir, instance)
+    with instance_lock(instance, create=True):
+        lines = services.replace_file(instance, instance.certificate(filename), data,
+                                      request.config, mode=0o600)
+    return text("OK", *lines, status=201, headers=[etag(data)])
+
+
+def get_certificate(request, instance, filename):
+    data = files.read(Instance(request.config.state_dir, instance).certificate(filename))
+    if data is None:
+        raise NotFound()
+    return Response(data, content_type="application/x-pem-file", headers=[etag(data)])
+
+
+def delete_certificate(request, instance, filename):
+    instance = Instance(request.config.state_dir, instance)
+    path = instance.certificate(filename)
+    with instance_lock(instance, create=False):
+        if not os.path.exists(path):
+            raise NotFound()
+        users = [service for service in instance.configured_services()
+                 if _names(instance.rendered(service), path)]
+        if users:
+            raise Conflict("Certificate is in use by the %s configuration" % " and ".join(users))
+        files.remove(path)
+        if not os.listdir(instance.certificates_dir):
+            os.rmdir(instance.certificates_dir)
+    return text("OK")
+
+
+def etag(data):
+    return ("ETag", '"%s"' % hashlib.sha256(data).hexdigest())
+
+
+def _names(config_path, certificate_path):
+    text_ = files.read(config_path)
+    return text_ is not None and os.path.abspath(certificate_path).encode() in text_

@@ -1,0 +1,27 @@
+"""/instances and /instances/:instance (the original's seed endpoints)."""
+from ..app import text
+from ..errors import NotFound
+from ..layout import Instance, instance_ids
+from ..system.locks import instance_lock
+
+
+def list_instances(request):
+    ids = instance_ids(request.config.state_dir)
+    return text(*ids) if ids else text()
+
+
+def check_instance(request, instance):
+    if not Instance(request.config.state_dir, instance).exists():
+        raise NotFound()
+    return text("OK")
+
+
+def delete_instance(request, instance):
+    from .. import services  # daemons and psutil: only a DELETE pays for them
+
+    instance = Instance(request.config.state_dir, instance)
+    with instance_lock(instance, create=False):
+        if not instance.exists():
+            raise NotFound()
+        lines = services.delete_instance(instance, request.config)
+    return text("OK", *lines)

@@ -1,0 +1,49 @@
+"""/status (figures for an autoscaling controller) and /service_status (for people)."""
+import json
+
+from .. import appliance
+from ..app import Response, text
+from ..layout import existing_instances
+from ..system import statistics
+from ..system.daemons import daemon_for
+
+
+def get_status(request):
+    config = request.config
+    instances = existing_instances(config.state_dir)
+    counts = {service: 0 for service in ("haproxy", "stunnel")}
+    for instance in instances:
+        for service in instance.configured_services():
+            if daemon_for(service, instance, config).process() is not None:
+                counts[service] += 1
+    figures = statistics.sample_rates(config)
+    body = {
+        "network_tx": figures["network_tx"],
+        "network_rx": figures["network_rx"],
+        "active_node": appliance.active_node(config),
+        "haproxy_count": str(counts["haproxy"]),
+        "stunnel_count": str(counts["stunnel"]),
+        "hostname": statistics.hostname(),
+        "fencing_daemon_status": appliance.fencing_daemon_status(config),
+        "user_cpu": figures["user_cpu"],
+        "system_cpu": figures["system_cpu"],
+        "software_irq": figures["software_irq"],
+        "load": statistics.load(),
+        "instance_count": len(instances),
+    }
+    return Response(json.dumps(body), content_type="application/json")
+
+
+def get_service_status(request):
+    lines = []
+    for instance in existing_instances(request.config.state_dir):
+        services = []
+        for service in instance.configured_services():
+            process = daemon_for(service, instance, request.config).process()
+            state = "running (pid %d)" % process.pid if process else "stopped"
+            services.append("  %-17s%s" % (service, state))
+        running = sum("running" in line for line in services)
+        state = "OK" if running == len(services) else "DOWN" if running == 0 else "DEGRADED"
+        lines.append("%-52s%s" % (instance.id, state))
+        lines.extend(services)
+    return text(*lines)

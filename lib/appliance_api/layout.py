@@ -1,0 +1,94 @@
+"""Where an instance's files live: the one module that knows the on-disk layout.
+
+    <state_dir>/instances/<instance id>/
+        lock                        flock()ed by every change to the instance
+        haproxy.cfg                 the template as uploaded (what GET returns)
+        haproxy.rendered.cfg        {MYIP} and {INSTANCE_DIR} filled in: what runs
+        haproxy.pid  haproxy.log    the daemon's pid file and its own output
+        stunnel.conf  stunnel.rendered.conf  stunnel.pid  stunnel.log
+        custom503.http              a full HTTP response for haproxy's errorfile
+        certificates/<name>.pem     key + certificate + chain, mode 0600
+    <state_dir>/status-sample.json  the last /status sample, for rates
+
+An instance exists while it has any uploaded file (a config, the 503 page or
+a certificate); the lock, pid files and logs alone do not make one.
+"""
+import os
+import re
+
+INSTANCE_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+# The contract's :filename.pem: letters, digits, - . _; no leading dot; <= 255 bytes.
+CERTIFICATE_NAME = r"(?!\.)[A-Za-z0-9._-]{1,251}\.pem"
+
+# Start order matters: a stunnel in front of haproxy starts after it.
+SERVICES = ("haproxy", "stunnel")
+TEMPLATE_NAMES = {"haproxy": "haproxy.cfg", "stunnel": "stunnel.conf"}
+RENDERED_NAMES = {"haproxy": "haproxy.rendered.cfg", "stunnel": "stunnel.rendered.conf"}
+CUSTOM503_NAME = "custom503.http"
+CERTIFICATES_NAME = "certificates"
+LOCK_NAME = "lock"
+
+_instance_id_match = re.compile(INSTANCE_ID + r"\Z").match
+
+
+def instances_dir(state_dir):
+    return os.path.join(state_dir, "instances")
+
+
+def status_sample_path(state_dir):
+    return os.path.join(state_dir, "status-sample.json")
+
+
+class Instance:
+    """The paths of one instance. Building one does not touch the disk."""
+
+    def __init__(self, state_dir, instance_id):
+        if not _instance_id_match(instance_id):
+            raise ValueError("not an instance id: %r" % instance_id)
+        self.id = instance_id
+        self.dir = os.path.join(instances_dir(state_dir), instance_id)
+        self.lock_path = os.path.join(self.dir, LOCK_NAME)
+        self.custom503 = os.path.join(self.dir, CUSTOM503_NAME)
+        self.certificates_dir = os.path.join(self.dir, CERTIFICATES_NAME)
+
+    def template(self, service):
+        return os.path.join(self.dir, TEMPLATE_NAMES[service])
+
+    def rendered(self, service):
+        return os.path.join(self.dir, RENDERED_NAMES[service])
+
+    def pid_file(self, service):
+        return os.path.join(self.dir, service + ".pid")
+
+    def log(self, service):
+        return os.path.join(self.dir, service + ".log")
+
+    def certificate(self, filename):
+        return os.path.join(self.certificates_dir, filename)
+
+    def configured_services(self):
+        return [s for s in SERVICES if os.path.exists(self.template(s))]
+
+    def certificate_names(self):
+        try:
+            return sorted(n for n in os.listdir(self.certificates_dir) if n.endswith(".pem"))
+        except FileNotFoundError:
+            return []
+
+    def exists(self):
+        return bool(self.configured_services() or os.path.exists(self.custom503)
+                    or self.certificate_names())
+
+
+def instance_ids(state_dir):
+    """Ids of the instances that exist, sorted."""
+    try:
+        names = os.listdir(instances_dir(state_dir))
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names
+                  if _instance_id_match(n) and Instance(state_dir, n).exists())
+
+
+def existing_instances(state_dir):
+    return [Instance(state_dir, i) for i in instance_ids(state_dir)]

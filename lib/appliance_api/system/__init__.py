@@ -1,0 +1,1 @@
+"""Operating-system effects: files, locks, processes, daemons, addresses, firewall."""

@@ -1,0 +1,210 @@
+"""haproxy and stunnel for one instance: render, check, start, reload, stop.
+
+haproxy runs master-worker (-W) with its pid file and output in the instance
+folder; SIGUSR2 to the master reloads without dropping a connection, and a
+failed reload leaves the old worker serving. stunnel has no check mode: it is
+started (it forks once its listeners are bound) or sent SIGHUP, and its log
+says whether the new configuration took.
+"""
+import os
+import signal
+import time
+
+from . import commands, processes
+
+
+class DaemonFailed(Exception):
+    """The daemon refused a configuration; output is what it said."""
+
+    def __init__(self, message, output=""):
+        super().__init__(message)
+        self.output = output
+
+
+class Daemon:
+    name = None
+    process_names = ()
+    soft_stop_signal = signal.SIGTERM
+
+    def __init__(self, instance, config):
+        self.instance = instance
+        self.config = config
+        self.binary = config.get("programs", self.name)
+        self.rendered_path = instance.rendered(self.name)
+        self.pid_file = instance.pid_file(self.name)
+        self.log_path = instance.log(self.name)
+        self.start_timeout = config.number("daemons", "start_timeout")
+        self.stop_timeout = config.number("daemons", "stop_timeout")
+
+    def render(self, template):
+        """The template with {MYIP} and {INSTANCE_DIR} filled in."""
+        return (template.replace("{MYIP}", self.config.get("api", "management_address"))
+                        .replace("{INSTANCE_DIR}", os.path.abspath(self.instance.dir)))
+
+    def process(self):
+        return processes.live_process(self.pid_file, self.process_names, self.rendered_path)
+
+    def check(self, path):
+        """Check a rendered config before it replaces the running one: (ok, output)."""
+        return True, ""
+
+    def apply(self):
+        """Run the rendered config: reload the daemon if it runs, else start it."""
+        process = self.process()
+        if process is None:
+            return self.start()
+        return self.reload(process)
+
+    def stop(self):
+        """Soft stop, then kill after stop_timeout; True if a daemon was running."""
+        process = self.process()
+        stopped = process is not None and processes.stop(
+            process, self.soft_stop_signal, self.stop_timeout)
+        _remove(self.pid_file)
+        return stopped
+
+    def killed_message(self):
+        return "%s daemon %s killed." % (self.name, self.instance.id)
+
+    def _message(self, verb, pid):
+        return "%s daemon for %s %s (pid %d)" % (self.name, self.instance.id, verb, pid)
+
+    def _log_size(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except FileNotFoundError:
+            return 0
+
+    def _log_since(self, offset):
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                return log.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def _wait_for_log(self, offset, markers, still_alive):
+        """Poll the log until a line holds one of markers; (marker or None, new text)."""
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            text = self._log_since(offset)
+            for marker in markers:
+                if marker in text:
+                    return marker, text
+            if not still_alive() or time.monotonic() > deadline:
+                return None, self._log_since(offset)
+            time.sleep(0.02)
+
+
+class Haproxy(Daemon):
+    name = "haproxy"
+    process_names = ("haproxy",)
+    soft_stop_signal = signal.SIGUSR1  # listeners close, open connections finish
+
+    SUCCESS = "Loading success."
+    FAILURE = "Loading failure!"
+
+    def check(self, path):
+        result = commands.run([self.binary, "-c", "-f", path], timeout=self.start_timeout)
+        return result.ok, result.output
+
+    def start(self):
+        offset = self._log_size()
+        _remove(self.pid_file)
+        daemon = commands.spawn([self.binary, "-W", "-f", self.rendered_path,
+                                 "-p", self.pid_file], self.log_path)
+        marker, text = self._wait_for_log(offset, [self.SUCCESS], lambda: daemon.poll() is None)
+        if marker is None:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait(2)
+                raise DaemonFailed("haproxy did not start within %gs" % self.start_timeout, text)
+            raise DaemonFailed("haproxy failed to start", text)
+        return self._message("started", daemon.pid)
+
+    def reload(self, process):
+        offset = self._log_size()
+        processes.send_signal(process, signal.SIGUSR2)
+        marker, text = self._wait_for_log(offset, [self.SUCCESS, self.FAILURE],
+                                          lambda: processes.is_alive(process))
+        if marker == self.SUCCESS:
+            return self._message("reloaded", process.pid)
+        if marker is None and processes.is_alive(process):
+            raise DaemonFailed("haproxy did not reload within %gs" % self.start_timeout, text)
+        raise DaemonFailed("haproxy failed to reload", text)
+
+
+class Stunnel(Daemon):
+    name = "stunnel"
+    process_names = ("stunnel4", "stunnel")
+
+    SUCCESS = "Configuration successful"
+    FAILURES = ("Failed to reload the configuration file", "Configuration failed")
+    # After a reload stunnel rebinds its listeners; a failure shows within this time.
+    REBIND_SETTLE = 0.3
+
+    def render(self, template):
+        """Fill the template, then set the options the API manages (pid file,
+        log, forking) last in the global section, where stunnel lets them win."""
+        text = super().render(template)
+        managed = ("; managed by appliance-api\npid = %s\noutput = %s\nforeground = no\n"
+                   % (os.path.abspath(self.pid_file), os.path.abspath(self.log_path)))
+        lines = text.splitlines(keepends=True)
+        for index, line in enumerate(lines):
+            if line.lstrip().startswith("["):
+                return "".join(lines[:index]) + managed + "".join(lines[index:])
+        return text + ("\n" if text and not text.endswith("\n") else "") + managed
+
+    def start(self):
+        _remove(self.pid_file)
+        # stunnel forks once its listeners are bound: its exit code is the verdict.
+        result = commands.run([self.binary, self.rendered_path], timeout=self.start_timeout)
+        if not result.ok:
+            raise DaemonFailed("stunnel failed to start", _stunnel_errors(result.output))
+        process = self._wait_for_pid_file()
+        if process is None:
+            raise DaemonFailed("stunnel exited right after starting",
+                               _stunnel_errors(self._log_since(0)[-4000:]))
+        return self._message("started", process.pid)
+
+    def reload(self, process):
+        offset = self._log_size()
+        processes.send_signal(process, signal.SIGHUP)
+        marker, text = self._wait_for_log(offset, (self.SUCCESS,) + self.FAILURES,
+                                          lambda: processes.is_alive(process))
+        if marker == self.SUCCESS:
+            time.sleep(self.REBIND_SETTLE)
+            text = self._log_since(offset)
+            if "failed" not in text.lower():
+                return self._message("reloaded", process.pid)
+        raise DaemonFailed("stunnel failed to reload", _stunnel_errors(text))
+
+    def _wait_for_pid_file(self):
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            process = self.process()
+            if process is not None:
+                return process
+            time.sleep(0.02)
+        return None
+
+
+DAEMONS = {"haproxy": Haproxy, "stunnel": Stunnel}
+
+
+def daemon_for(service, instance, config):
+    return DAEMONS[service](instance, config)
+
+
+def _stunnel_errors(output):
+    """stunnel's start-up output is mostly debug chatter; its errors are the lines worth reading."""
+    lines = [line for line in output.splitlines()
+             if line.startswith("[!]") or "LOG3[" in line or "failed" in line.lower()]
+    return "\n".join(lines) if lines else output.strip()
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,65 @@
+"""Files replaced atomically: write a temporary file beside it, fsync, rename."""
+import os
+
+
+def write_atomic(path, data, mode=0o644):
+    """Replace path with data so that a reader sees the old file or the new one, never a mix."""
+    directory = os.path.dirname(path)
+    temporary = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, mode)  # the umask may have narrowed it
+        os.rename(temporary, path)
+    except BaseException:
+        remove(temporary)
+        raise
+    sync_directory(directory)
+
+
+def sync_directory(directory):
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read(path):
+    """The file's bytes, or None when it does not exist."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except FileNotFoundError:
+        return None
+
+
+def restore(path, data, mode=0o644):
+    """Put back what read() returned before a change: the old bytes, or no file."""
+    if data is None:
+        remove(path)
+    else:
+        write_atomic(path, data, mode)
+
+
+def remove(path):
+    """Remove a file; True if it was there."""
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def remove_stale_temporaries(directory):
+    """Temporary files left by a process killed between write and rename."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.startswith(".") and name.endswith(".tmp"):
+            remove(os.path.join(directory, name))

@@ -1,0 +1,52 @@
+"""One lock per instance: every change to an instance holds it for its whole duration.
+
+flock() locks die with their process, so a request killed mid-way never
+leaves the instance locked.
+"""
+import contextlib
+import fcntl
+import os
+import shutil
+
+
+@contextlib.contextmanager
+def instance_lock(instance, create):
+    """Hold the instance's lock; with create, make its folder first.
+
+    Without create and without a folder there is nothing to lock: the body
+    runs unlocked and finds no instance. On the way out, an instance left with
+    no uploaded file loses its folder (the contract: deleting the last file
+    removes the directory; a failed first upload leaves nothing behind).
+    """
+    fd = _acquire(instance, create)
+    try:
+        yield
+    finally:
+        try:
+            if fd is not None and not instance.exists():
+                # Waiters hold the unlinked lock file; they notice and retry.
+                shutil.rmtree(instance.dir, ignore_errors=True)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+
+def _acquire(instance, create):
+    while True:
+        if create:
+            os.makedirs(instance.dir, mode=0o755, exist_ok=True)
+        try:
+            fd = os.open(instance.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            if create:
+                continue  # removed between makedirs and open by the last holder
+            return None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # The holder before us may have removed the folder (and this lock file).
+        try:
+            same = os.stat(instance.lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)

@@ -1,0 +1,93 @@
+"""Is a daemon running? Read its pid file and check the process behind it.
+
+A pid file is stale when its process is gone, is a zombie, or is some other
+program that inherited the pid: the name and the command line must show the
+daemon run on that instance's own config file.
+"""
+import signal
+import time
+
+import psutil
+
+
+def read_pid(pid_file):
+    try:
+        with open(pid_file) as file:
+            return int(file.read().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+def live_process(pid_file, names, config_path):
+    """The psutil.Process named by pid_file if it is the expected daemon, else None."""
+    pid = read_pid(pid_file)
+    if pid is None or pid <= 0:
+        return None
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE or process.name() not in names:
+            return None
+        if config_path not in process.cmdline():
+            return None
+        return process
+    except psutil.Error:
+        return None
+
+
+def wait_gone(process, timeout):
+    """Wait until process has exited (or is a zombie nobody reaps); True if it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_alive(process):
+            return True
+        time.sleep(0.02)
+    return not is_alive(process)
+
+
+def is_alive(process):
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def children(process):
+    """Live child pids (haproxy's master-worker: the workers)."""
+    try:
+        return {c.pid for c in process.children() if is_alive(c)}
+    except psutil.Error:
+        return set()
+
+
+def send_signal(process, signum):
+    try:
+        process.send_signal(signum)
+        return True
+    except psutil.Error:
+        return False
+
+
+def stop(process, soft_signal, timeout):
+    """Soft stop, then SIGKILL after timeout, so a stop never hangs; True if it was running."""
+    if not send_signal(process, soft_signal):
+        return False
+    if not wait_gone(process, timeout):
+        for child in _children_recursive(process):
+            send_signal(child, signal.SIGKILL)
+        send_signal(process, signal.SIGKILL)
+        wait_gone(process, 2)
+    return True
+
+
+def _children_recursive(process):
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def pid_alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -1,0 +1,145 @@
+"""Routing and the one place errors become responses."""
+import pytest
+
+from conftest import VERIFIED, make_config
+
+ID = "7e9f91eb-b3e6-4e3b-a1a7-d6f7fdc1de7c"
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/"),
+    ("GET", "/nope"),
+    ("GET", "/status/"),
+    ("GET", "/instances/"),
+    ("GET", "/instances/" + ID.upper()),
+    ("GET", "/instances/7e9f91eb"),
+    ("GET", "/instances/" + ID + "/"),
+    ("GET", "/instances/" + ID + "/nginx"),
+    ("GET", "/instances/" + ID + "/certificates/.hidden.pem"),
+    ("GET", "/instances/" + ID + "/certificates/www.example.com"),
+    ("GET", "/instances/" + ID + "/certificates/a%2Fb.pem"),
+    ("GET", "/instances/" + ID + "/certificates/a/b.pem"),
+    ("GET", "/instances/" + ID + "/certificates/" + "a" * 252 + ".pem"),
+    ("GET", "/instances/../etc/passwd"),
+    ("POST", "/status"),
+    ("PUT", "/status"),
+    ("DELETE", "/instances"),
+    ("POST", "/instances/" + ID),
+    ("PATCH", "/instances/" + ID + "/haproxy"),
+    ("OPTIONS", "/instances"),
+])
+def test_unknown_url_or_method_is_403_invalid_request(app, method, path):
+    response = app.request(path, method=method, expect_errors=True)
+    assert response.status_int == 403
+    assert response.text == "Invalid Request\n"
+    assert response.content_type == "text/plain"
+
+
+def test_longest_allowed_certificate_name_routes(app):
+    name = "a" * 251 + ".pem"
+    assert len(name) == 255
+    response = app.get("/instances/%s/certificates/%s" % (ID, name), expect_errors=True)
+    assert response.status_int == 404
+
+
+def test_head_behaves_as_get_without_body(app):
+    response = app.head("/instances")
+    assert response.status_int == 200
+    assert response.body == b""
+
+
+def test_request_without_verified_client_is_refused(config):
+    import webtest
+    from appliance_api.app import make_application
+
+    app = webtest.TestApp(make_application(config))
+    for environ in ({}, {"SSL_CLIENT_VERIFY": "NONE"},
+                    {"SSL_CLIENT_VERIFY": "FAILED:certificate has expired"}):
+        response = app.get("/instances", extra_environ=environ, expect_errors=True)
+        assert response.status_int == 403
+        assert response.text == "Client certificate required\n"
+
+
+def test_client_name_allow_list(state_dir):
+    import webtest
+    from appliance_api.app import make_application
+
+    config = make_config(state_dir, api={"allowed_client_names": "controller other"})
+    app = webtest.TestApp(make_application(config))
+    assert app.get("/instances", extra_environ=VERIFIED).status_int == 200
+    stranger = dict(VERIFIED, SSL_CLIENT_S_DN_CN="intruder")
+    response = app.get("/instances", extra_environ=stranger, expect_errors=True)
+    assert response.status_int == 403
+    assert response.text == "Client certificate not allowed\n"
+
+
+def test_verification_can_be_turned_off_for_in_process_use(state_dir):
+    import webtest
+    from appliance_api.app import make_application
+
+    config = make_config(state_dir, api={"require_client_certificate": "no"})
+    assert webtest.TestApp(make_application(config)).get("/instances").status_int == 200
+
+
+def test_missing_config_file_is_a_clear_500(tmp_path):
+    import webtest
+    from appliance_api.app import make_application
+
+    app = webtest.TestApp(make_application())
+    environ = dict(VERIFIED, APPLIANCE_API_CONFIG=str(tmp_path / "missing.ini"))
+    response = app.get("/status", extra_environ=environ, expect_errors=True)
+    assert response.status_int == 500
+    assert response.text == ("Configuration file %s is not readable: No such file or directory\n"
+                             % (tmp_path / "missing.ini"))
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("[paths\n", "is invalid"),
+    ("[nope]\n", "unknown section [nope]"),
+    ("[api]\nmanagment_address = 1.2.3.4\n", "unknown key managment_address in [api]"),
+    ("[daemons]\nstop_timeout = soon\n", "is invalid"),
+    ("[network]\nmanage = perhaps\n", "is invalid"),
+])
+def test_bad_config_file_is_a_clear_500(tmp_path, text, reason):
+    import webtest
+    from appliance_api.app import make_application
+
+    path = tmp_path / "bad.ini"
+    path.write_text(text)
+    environ = dict(VERIFIED, APPLIANCE_API_CONFIG=str(path))
+    response = webtest.TestApp(make_application()).get("/instances", extra_environ=environ,
+                                                        expect_errors=True)
+    assert response.status_int == 500
+    assert reason in response.text
+    assert "Traceback" not in response.text
+
+
+def test_unexpected_failure_is_500_with_one_line_and_traceback_in_log(app, monkeypatch):
+    def broken(state_dir):
+        raise PermissionError(13, "Permission denied", "/var/lib/appliance-api/instances")
+
+    from appliance_api.handlers import instances
+
+    monkeypatch.setattr(instances, "instance_ids", broken)
+    response = app.get("/instances", expect_errors=True)
+    assert response.status_int == 500
+    assert response.text == "Internal error: Permission denied (/var/lib/appliance-api/instances)\n"
+    assert "Traceback" in response.errors  # what went to wsgi.errors
+    assert "Traceback" not in response.text
+
+
+def test_oversized_body_is_413_before_reading(app, instance_id):
+    response = app.put("/instances/%s/custom503" % instance_id, b"x" * 16385, expect_errors=True)
+    assert response.status_int == 413
+    assert response.text.startswith("Request Entity Too Large\n")
+
+
+def test_every_route_handler_exists():
+    import importlib
+
+    from appliance_api.routes import ROUTES
+
+    for method, pattern, handler in ROUTES:
+        module, function = handler.split(":")
+        assert callable(getattr(importlib.import_module("appliance_api.handlers." + module),
+                                function)), handler

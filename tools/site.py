@@ -1,0 +1,59 @@
+#!/usr/bin/python3
+"""Lay out a runnable site in one folder: lighttpd config, its local include,
+the API's config file and a state folder. `make run` and the end-to-end tests
+use it; an appliance gets the same files from `make install` instead.
+Standard library only.
+"""
+import argparse
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lighttpd_local  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_site(folder, addresses, port, pki, python, management_address=None,
+               manage_network=False, vip_interface="lo", api_settings=None):
+    """Write <folder>/{lighttpd.conf, appliance-api.local.conf, appliance-api.ini},
+    with state in <folder>/state and logs in <folder>/log. Returns the lighttpd config path."""
+    folder = os.path.abspath(folder)
+    for sub in ("state", "log"):
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
+    config_path = os.path.join(folder, "appliance-api.ini")
+    sections = {
+        "api": {"management_address": management_address or addresses[0]},
+        "paths": {"state_dir": os.path.join(folder, "state")},
+        "network": {"manage": "yes" if manage_network else "no", "vip_interface": vip_interface},
+        "status": {"network_interfaces": "all"},
+    }
+    for section, values in (api_settings or {}).items():
+        sections.setdefault(section, {}).update(values)
+    with open(config_path, "w") as file:
+        for section, values in sections.items():
+            file.write("[%s]\n" % section)
+            for key, value in values.items():
+                file.write("%s = %s\n" % (key, value))
+    shutil.copy(os.path.join(ROOT, "conf", "lighttpd.conf"), os.path.join(folder, "lighttpd.conf"))
+    with open(os.path.join(folder, "appliance-api.local.conf"), "w") as file:
+        file.write(lighttpd_local.render(
+            addresses, port, ROOT, python, config_path, os.path.abspath(pki),
+            os.path.join(folder, "log"), os.path.join(folder, "lighttpd.pid")))
+    return os.path.join(folder, "lighttpd.conf")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--folder", required=True)
+    parser.add_argument("--address", action="append", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--pki", required=True)
+    parser.add_argument("--python", required=True)
+    args = parser.parse_args()
+    print(write_site(args.folder, args.address, args.port, args.pki, args.python))
+
+
+if __name__ == "__main__":
+    main()
