@@ -9,7 +9,7 @@ from ..system.locks import instance_lock
 from ..system import files
 
 # haproxy's errorfile sends the file as is: a status line, headers, a blank line, a body.
-STATUS_LINE = re.compile(rb"HTTP/1\.[01] [1-5][0-9][0-9]( [^\r\n]*)?\r?\n")
+STATUS_LINE = re.compile(rb"HTTP/1\.[01] [1-5][0-9][0-9]( [^\r\n]*)?")
 HEADER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*")
 
 
@@ -45,14 +45,15 @@ def delete_custom503(request, instance):
 
 
 def check_http_response(page):
-    status = STATUS_LINE.match(page)
-    if not status:
+    """Conflict unless page is a status line, header lines, a blank line (then a body)."""
+    status_line, newline, rest = page.replace(b"\r\n", b"\n").partition(b"\n")
+    if not newline or not STATUS_LINE.fullmatch(status_line):
         raise Conflict("Not an HTTP response: the first line must be a status line "
                        "such as 'HTTP/1.1 503 Service Unavailable'")
-    head, separator, _body = page[status.end():].replace(b"\r\n", b"\n").partition(b"\n\n")
-    if not separator and not page[status.end():].startswith((b"\n", b"\r\n")):
+    head, blank_line, _body = (b"\n" + rest).partition(b"\n\n")
+    if not blank_line:
         raise Conflict("Not an HTTP response: no blank line ends the headers")
-    for line in head.split(b"\n") if head else []:
+    for line in head.split(b"\n")[1:]:
         if not HEADER_LINE.fullmatch(line):
             raise Conflict("Not an HTTP response: bad header line %r"
                            % line[:80].decode("latin-1"))

@@ -1,0 +1,188 @@
+"""PUT/GET/DELETE of configs, the 503 page and certificates, in process.
+
+haproxy's own checker really runs (it is fast); daemons that really start
+are stopped by the DELETE each test ends with.
+"""
+import hashlib
+import os
+import socket
+
+import pytest
+
+from appliance_api.layout import Instance
+
+HAPROXY = """global
+    maxconn 64
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend web
+    bind {MYIP}:%d
+    errorfile 503 {INSTANCE_DIR}/custom503.http
+    default_backend none
+backend none
+"""
+PAGE = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n\r\nsorry\n"
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_put_haproxy_that_fails_the_check_is_409_and_changes_nothing(app, state_dir, instance_id):
+    response = app.put("/instances/%s/haproxy" % instance_id, b"frontend f\n    bind nonsense\n",
+                       expect_errors=True)
+    assert response.status_int == 409
+    assert response.text.startswith("Invalid configuration\n")
+    assert "[ALERT]" in response.text
+    assert ".candidate" not in response.text  # the checker's output names the uploaded file
+    assert not os.path.exists(os.path.join(state_dir, "instances", instance_id))
+
+
+def test_put_config_that_is_not_utf8_is_409(app, instance_id):
+    response = app.put("/instances/%s/stunnel" % instance_id, b"\xff\xfe[svc]\n", expect_errors=True)
+    assert response.status_int == 409
+    assert response.text == "Invalid configuration\nThe configuration is not UTF-8 text\n"
+
+
+def test_config_lifecycle_in_process(app, state_dir, instance_id):
+    url = "/instances/%s/haproxy" % instance_id
+    template = (HAPROXY % free_port()).encode()
+    assert app.put("/instances/%s/custom503" % instance_id, PAGE).status_int == 201
+    response = app.put(url, template)
+    assert response.status_int == 201
+    lines = response.text.splitlines()
+    assert lines[:2] == ["OK", "Configuration file is valid"]
+    assert lines[2].startswith("haproxy daemon for %s started (pid " % instance_id)
+    try:
+        assert app.get(url).body == template
+        instance = Instance(state_dir, instance_id)
+        with open(instance.rendered("haproxy")) as file:
+            rendered = file.read()
+        assert "{MYIP}" not in rendered and "bind 127.0.0.1:" in rendered
+        assert "errorfile 503 %s/custom503.http" % os.path.abspath(instance.dir) in rendered
+        response = app.put(url, template)
+        assert response.text.splitlines()[2].startswith(
+            "haproxy daemon for %s reloaded (pid " % instance_id)
+    finally:
+        response = app.delete(url)
+    assert response.text == "OK\nhaproxy daemon %s killed.\n" % instance_id
+    assert app.get(url, expect_errors=True).status_int == 404
+    assert app.delete(url, expect_errors=True).status_int == 404
+    assert app.get("/instances/" + instance_id).status_int == 200  # the 503 page is left
+    assert app.delete("/instances/%s/custom503" % instance_id).text == "OK\n"
+    assert not os.path.exists(os.path.join(state_dir, "instances", instance_id))
+
+
+def test_stunnel_render_puts_managed_options_last_in_the_global_section(config, instance_id):
+    from appliance_api.system.daemons import Stunnel
+
+    stunnel = Stunnel(Instance(config.state_dir, instance_id), config)
+    text = stunnel.render("pid = /tmp/theirs.pid\nforeground = yes\n[tls]\naccept = {MYIP}:443\n"
+                          "cert = {INSTANCE_DIR}/certificates/a.pem\n")
+    head, _, tail = text.partition("[tls]")
+    assert head.index("pid = /tmp/theirs.pid") < head.index("pid = %s" % stunnel.pid_file)
+    assert head.rstrip().endswith("foreground = no")
+    assert "accept = 127.0.0.1:443" in tail
+    assert "cert = %s/certificates/a.pem" % os.path.abspath(stunnel.instance.dir) in tail
+
+
+@pytest.mark.parametrize("page, status", [
+    (PAGE, 201),
+    (b"HTTP/1.1 503 Service Unavailable\n\n", 201),
+    (b"HTTP/1.1 503\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n<html></html>", 201),
+    (b"", 409),
+    (b"<html>sorry</html>", 409),
+    (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n", 409),
+    (b"HTTP/1.1 503 Service Unavailable\r\nnot a header\r\n\r\nbody", 409),
+    (b"HTTP/2 503\r\n\r\n", 409),
+    (b"x" * 16385, 413),
+])
+def test_custom503_checks(app, instance_id, page, status):
+    response = app.put("/instances/%s/custom503" % instance_id, page, expect_errors=True)
+    assert response.status_int == status, response.text
+    if status == 201:
+        assert app.get("/instances/%s/custom503" % instance_id).body == page
+    if status == 409:
+        assert response.text.startswith("Not an HTTP response")
+
+
+def test_missing_haproxy_binary_is_500_and_changes_nothing(state_dir, instance_id):
+    import webtest
+    from appliance_api.app import make_application
+
+    from conftest import VERIFIED, make_config
+
+    config = make_config(state_dir, programs={"haproxy": "/nonexistent/haproxy"})
+    app = webtest.TestApp(make_application(config), extra_environ=VERIFIED)
+    response = app.put("/instances/%s/haproxy" % instance_id, (HAPROXY % 1).encode(),
+                       expect_errors=True)
+    assert response.status_int == 500
+    assert response.text == "Program not found: /nonexistent/haproxy\n"
+    assert not os.path.exists(os.path.join(state_dir, "instances", instance_id))
+
+
+def certificate_bundle(common_name):
+    import pki
+    from cryptography.hazmat.primitives import serialization
+
+    ca, ca_key = pki.make_ca("test CA")
+    cert, key = pki.make_leaf(ca, ca_key, common_name, server=True)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return key_pem + cert.public_bytes(serialization.Encoding.PEM)
+
+
+def test_certificate_put_get_delete(app, state_dir, instance_id):
+    bundle = certificate_bundle("*.example.com")
+    url = "/instances/%s/certificates/WILDCARD.example.com.pem" % instance_id
+    etag = '"%s"' % hashlib.sha256(bundle).hexdigest()
+    response = app.put(url, bundle)
+    assert (response.status_int, response.text, response.headers["ETag"]) == (201, "OK\n", etag)
+    path = Instance(state_dir, instance_id).certificate("WILDCARD.example.com.pem")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    response = app.get(url)
+    assert response.body == bundle
+    assert response.content_type == "application/x-pem-file"
+    assert response.headers["ETag"] == etag
+    assert app.put(url, bundle).status_int == 201  # identical content: still 201
+    assert app.delete(url).text == "OK\n"
+    assert app.get(url, expect_errors=True).status_int == 404
+    assert app.delete(url, expect_errors=True).status_int == 404
+    assert app.get("/instances/" + instance_id, expect_errors=True).status_int == 404
+
+
+def test_rejected_certificate_leaves_the_stored_one_unchanged(app, state_dir, instance_id):
+    bundle = certificate_bundle("www.example.com")
+    url = "/instances/%s/certificates/www.example.com.pem" % instance_id
+    app.put(url, bundle)
+    other = certificate_bundle("www.example.com")
+    mismatched = other[:other.index(b"-----BEGIN CERTIFICATE")] + bundle[bundle.index(
+        b"-----BEGIN CERTIFICATE"):]
+    response = app.put(url, mismatched, expect_errors=True)
+    assert (response.status_int, response.text) == (409, "Certificate and key do not match\n")
+    response = app.put(url.replace("www.", "mail."), bundle, expect_errors=True)
+    assert response.status_int == 409
+    assert response.text == ("Filename does not match the certificate's common name "
+                             "(expected www.example.com.pem)\n")
+    assert app.get(url).body == bundle
+    assert app.put(url, b"x" * 262145, expect_errors=True).status_int == 413
+
+
+def test_certificate_in_use_by_a_config_cannot_be_deleted(app, state_dir, instance_id):
+    bundle = certificate_bundle("localhost")
+    base = "/instances/%s" % instance_id
+    app.put(base + "/certificates/localhost.pem", bundle)
+    instance = Instance(state_dir, instance_id)
+    # The config's file, as PUT stunnel would leave it (no daemon needed to name a file).
+    for path in (instance.template("stunnel"), instance.rendered("stunnel")):
+        with open(path, "w") as file:
+            file.write("[tls]\ncert = %s\n" % os.path.abspath(instance.certificate("localhost.pem")))
+    response = app.delete(base + "/certificates/localhost.pem", expect_errors=True)
+    assert (response.status_int, response.text) == (
+        409, "Certificate is in use by the stunnel configuration\n")
+    assert app.get(base + "/certificates/localhost.pem").body == bundle
