@@ -47,7 +47,7 @@ $(VAR)/pki/ca.pem: | venv
 	$(VENV)/bin/python tools/pki.py --out $(VAR)/pki --server-address $(ADDR)
 
 run: deps pki
-	@$(VENV)/bin/python tools/site.py --folder $(VAR)/run --address $(ADDR) --port $(PORT) \
+	@$(VENV)/bin/python tools/devsite.py --folder $(VAR)/run --address $(ADDR) --port $(PORT) \
 		--pki $(VAR)/pki --python $(VENV)/bin/python >/dev/null
 	@echo "appliance-api on https://$(ADDR):$(PORT) (state in $(VAR)/run/state, logs in $(VAR)/run/log)"
 	@echo "Try: curl --cacert var/pki/ca.pem -E var/pki/client.pem https://$(ADDR):$(PORT)/status"

@@ -7,7 +7,10 @@ Standard library only.
 import argparse
 import os
 import shutil
+import socket
+import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lighttpd_local  # noqa: E402
@@ -42,6 +45,44 @@ def write_site(folder, addresses, port, pki, python, management_address=None,
             addresses, port, ROOT, python, config_path, os.path.abspath(pki),
             os.path.join(folder, "log"), os.path.join(folder, "lighttpd.pid")))
     return os.path.join(folder, "lighttpd.conf")
+
+
+def start_lighttpd(lighttpd_conf, address, port, timeout=10, prefix=()):
+    """Start lighttpd in the foreground on a site written by write_site, and
+    return its Popen once the port accepts connections. prefix runs it under
+    another command, e.g. ("ip", "netns", "exec", NAME)."""
+    process = subprocess.Popen(list(prefix) + ["lighttpd", "-D", "-f", lighttpd_conf],
+                               stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("lighttpd exited with %d" % process.returncode)
+        if _accepts(address, port, prefix):
+            return process
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("lighttpd did not listen on %s:%d within %ds" % (address, port, timeout))
+
+
+def stop_lighttpd(process):
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _accepts(address, port, prefix=()):
+    if prefix:  # inside a network namespace: ask from there
+        probe = "import socket; socket.create_connection((%r, %d), 0.5)" % (address, port)
+        return subprocess.run(list(prefix) + [sys.executable, "-c", probe],
+                              stderr=subprocess.DEVNULL).returncode == 0
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def main():
