@@ -100,6 +100,7 @@ def handle(environ, config=None):
     try:
         config = config or config_module.load(environ)
         check_client(environ, config)
+        _apply_test_settings(config)
         request = Request(environ, config)
         handler, params = find_route(request.method, request.path)
         return call_handler(handler, request, params)
@@ -128,6 +129,13 @@ def make_application(config=None):
 
 
 application = make_application()
+
+
+def _apply_test_settings(config):
+    pause = config.number("testing", "pause_before_rename")
+    if pause:
+        from .system import files
+        files.PAUSE_BEFORE_RENAME = pause
 
 
 def _describe(error):

@@ -62,6 +62,11 @@ DEFAULTS = {
         "certificate_bytes": "262144",
         "custom503_bytes": "16384",
     },
+    "testing": {
+        # Seconds between writing a file and renaming it into place, so that
+        # crash tests can kill a request mid-write. Never set on an appliance.
+        "pause_before_rename": "0",
+    },
 }
 
 

@@ -51,7 +51,8 @@ def put_config(instance, service, template, config):
     template_path, rendered_path = instance.template(service), instance.rendered(service)
 
     lines = []
-    candidate = rendered_path + ".candidate"
+    # A dot-name ending .tmp: swept up like any temporary if this request dies.
+    candidate = os.path.join(instance.dir, ".%s.candidate.tmp" % service)
     files.write_atomic(candidate, rendered)
     try:
         ok, output = daemon.check(candidate)

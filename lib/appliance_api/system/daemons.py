@@ -11,6 +11,7 @@ import signal
 import time
 
 from . import commands, processes
+from ..errors import ServerError
 
 
 class DaemonFailed(Exception):
@@ -106,6 +107,10 @@ class Haproxy(Daemon):
 
     def check(self, path):
         result = commands.run([self.binary, "-c", "-f", path], timeout=self.start_timeout)
+        if result.returncode not in (0, 1):
+            # 1 is haproxy's verdict on the config; anything else is haproxy itself failing.
+            raise ServerError("%s -c failed (exit %d): %s" % (
+                self.binary, result.returncode, " ".join(result.output.split())[:300]))
         return result.ok, result.output
 
     def start(self):

@@ -1,5 +1,11 @@
 """Files replaced atomically: write a temporary file beside it, fsync, rename."""
 import os
+import time
+
+# Test-only: seconds to wait between writing the new file and renaming it into
+# place, so a test can kill a request inside that window. Set from the config's
+# [testing] pause_before_rename; always 0 on an appliance.
+PAUSE_BEFORE_RENAME = 0.0
 
 
 def write_atomic(path, data, mode=0o644):
@@ -13,6 +19,8 @@ def write_atomic(path, data, mode=0o644):
             file.flush()
             os.fsync(file.fileno())
         os.chmod(temporary, mode)  # the umask may have narrowed it
+        if PAUSE_BEFORE_RENAME:
+            time.sleep(PAUSE_BEFORE_RENAME)
         os.rename(temporary, path)
     except BaseException:
         remove(temporary)

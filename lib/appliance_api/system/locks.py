@@ -8,6 +8,8 @@ import fcntl
 import os
 import shutil
 
+from . import files
+
 
 @contextlib.contextmanager
 def instance_lock(instance, create):
@@ -19,6 +21,10 @@ def instance_lock(instance, create):
     removes the directory; a failed first upload leaves nothing behind).
     """
     fd = _acquire(instance, create)
+    if fd is not None:
+        # A request killed between write and rename left its temporary file.
+        files.remove_stale_temporaries(instance.dir)
+        files.remove_stale_temporaries(instance.certificates_dir)
     try:
         yield
     finally:
