@@ -107,8 +107,9 @@ class Haproxy(Daemon):
 
     def check(self, path):
         result = commands.run([self.binary, "-c", "-f", path], timeout=self.start_timeout)
-        if result.returncode not in (0, 1):
-            # 1 is haproxy's verdict on the config; anything else is haproxy itself failing.
+        if result.returncode not in (0, 1, 2):
+            # 1 (errors) and 2 (valid but no listener, will not start) are
+            # haproxy's verdicts on the config; anything else is haproxy failing.
             raise ServerError("%s -c failed (exit %d): %s" % (
                 self.binary, result.returncode, " ".join(result.output.split())[:300]))
         return result.ok, result.output
@@ -128,6 +129,12 @@ class Haproxy(Daemon):
         return self._message("started", daemon.pid)
 
     def reload(self, process):
+        # Right after a (re)load the master re-executes itself and ignores
+        # SIGUSR2 for a few milliseconds; a signal sent then is lost.
+        deadline = time.monotonic() + self.start_timeout
+        while not processes.catches_signal(process, signal.SIGUSR2) \
+                and processes.is_alive(process) and time.monotonic() < deadline:
+            time.sleep(0.005)
         offset = self._log_size()
         processes.send_signal(process, signal.SIGUSR2)
         marker, text = self._wait_for_log(offset, [self.SUCCESS, self.FAILURE],

@@ -91,3 +91,15 @@ def pid_alive(pid):
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def catches_signal(process, signum):
+    """True once process has a handler for signum (SigCgt in /proc/<pid>/status)."""
+    try:
+        with open("/proc/%d/status" % process.pid) as status:
+            for line in status:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except OSError:
+        pass
+    return False

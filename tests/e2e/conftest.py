@@ -1,0 +1,123 @@
+"""Fixtures for the end-to-end tests: a development PKI, the site written by
+tools/devsite.py served by a real `lighttpd -D`, reached with real curl, and a
+backend HTTP server for the haproxy instances the tests create.
+
+Each request runs the CGI script with this interpreter (sys.executable: the venv's).
+"""
+import datetime
+import http.server
+import os
+import signal
+import sys
+import threading
+import types
+import uuid
+
+import pytest
+
+TOOLS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                      "tools"))
+if TOOLS not in sys.path:
+    sys.path.insert(0, TOOLS)
+
+import devsite  # noqa: E402  (tools/devsite.py)
+import pki as pki_tool  # noqa: E402  (tools/pki.py)
+
+from .helpers import Api, accepts, daemons_under, eventually, free_port_on_both  # noqa: E402
+
+BACKEND_BODY = b"backend-ok"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """tools/pki.py's development PKI (ca.pem, server.pem, client.pem), plus client
+    certificates the server must refuse: one from another CA, one expired."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    folder = str(tmp_path_factory.mktemp("pki"))
+    assert pki_tool.generate(folder) is True
+    with open(os.path.join(folder, "ca.pem"), "rb") as file:
+        ca_cert = x509.load_pem_x509_certificate(file.read())
+    with open(os.path.join(folder, "ca.key"), "rb") as file:
+        ca_key = serialization.load_pem_private_key(file.read(), password=None)
+
+    other_ca_cert, other_ca_key = pki_tool.make_ca("some other CA")
+    other = os.path.join(folder, "other-ca-client.pem")
+    pki_tool.write_private(other, pki_tool.pem_bundle(*pki_tool.make_leaf(
+        other_ca_cert, other_ca_key, pki_tool.CLIENT_NAME, client=True)))
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    expired = os.path.join(folder, "expired-client.pem")
+    pki_tool.write_private(expired, pki_tool.pem_bundle(*pki_tool.make_leaf(
+        ca_cert, ca_key, pki_tool.CLIENT_NAME, client=True,
+        not_after=now - datetime.timedelta(days=1))))
+
+    return types.SimpleNamespace(
+        dir=folder, ca=os.path.join(folder, "ca.pem"), server=os.path.join(folder, "server.pem"),
+        client=os.path.join(folder, "client.pem"), other_ca_client=other,
+        expired_client=expired, ca_cert=ca_cert, ca_key=ca_key)
+
+
+@pytest.fixture(scope="session")
+def api(tmp_path_factory, pki):
+    """lighttpd serving the API on 127.0.0.1 and ::1 (a free port), state in <folder>/state."""
+    folder = str(tmp_path_factory.mktemp("site"))
+    port = free_port_on_both()
+    lighttpd_conf = devsite.write_site(
+        folder, ["127.0.0.1", "::1"], port, pki.dir, sys.executable,
+        # Short enough that a daemon that will not start fails a test quickly.
+        api_settings={"daemons": {"start_timeout": "5", "stop_timeout": "3"}})
+    process = devsite.start_lighttpd(lighttpd_conf, "127.0.0.1", port)
+    api_ = Api(folder, port, pki, process)
+    try:
+        assert eventually(lambda: accepts("::1", port), 5), "lighttpd not listening on ::1"
+        yield api_
+    finally:
+        if process.poll() is None:
+            try:  # the clean way first: what the API started, the API stops
+                for instance in api_.instances():
+                    api_.delete("/instances/" + instance)
+            except Exception:
+                pass
+            devsite.stop_lighttpd(process)
+        for leftover in daemons_under(folder):
+            try:
+                leftover.send_signal(signal.SIGKILL)
+            except Exception:
+                pass
+
+
+@pytest.fixture
+def instance_id(api):
+    """A fresh instance id; whatever the test made of it is deleted through the API."""
+    instance = str(uuid.uuid4())
+    yield instance
+    reply = api.delete("/instances/" + instance)
+    assert reply.status in (200, 404), reply
+
+
+class _BackendHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.server.hits += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(BACKEND_BODY)))
+        self.end_headers()
+        self.wfile.write(BACKEND_BODY)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def backend():
+    """An HTTP server on 127.0.0.1 answering "backend-ok": the haproxy instances' server."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BackendHandler)
+    server.daemon_threads = True
+    server.hits = 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield types.SimpleNamespace(port=server.server_address[1], server=server, body=BACKEND_BODY)
+    server.shutdown()
+    server.server_close()
