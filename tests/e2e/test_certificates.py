@@ -1,0 +1,104 @@
+"""Certificates through lighttpd, as the original's sample call sends them,
+served by a real stunnel: a replaced certificate is what the next TLS
+connection sees; a refused one changes nothing, byte for byte."""
+import hashlib
+import os
+import socket
+import ssl
+
+import pytest
+
+from .conftest import pki_tool
+from .helpers import eventually, free_port
+
+
+def listener_certificate(ca, common_name="localhost"):
+    """(upload bytes: key then certificate, DER of the certificate)."""
+    from cryptography.hazmat.primitives import serialization
+
+    cert, key = pki_tool.make_leaf(ca[0], ca[1], common_name, server=True,
+                                   sans=["localhost", "127.0.0.1"])
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return key_pem + cert.public_bytes(serialization.Encoding.PEM), \
+        cert.public_bytes(serialization.Encoding.DER)
+
+
+def presented_certificate(port):
+    """The DER certificate a new TLS connection to 127.0.0.1:port is shown."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        with context.wrap_socket(sock, server_hostname="localhost") as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+@pytest.fixture
+def tls_instance(api, backend, instance_id):
+    ca = pki_tool.make_ca("tenant CA")
+    first, first_der = listener_certificate(ca)
+    url = "/instances/%s/certificates/localhost.pem" % instance_id
+    assert api.put(url, first).status == 201
+    port = free_port()
+    template = ("[tls]\naccept = {MYIP}:%d\nconnect = 127.0.0.1:%d\n"
+                "cert = {INSTANCE_DIR}/certificates/localhost.pem\n" % (port, backend.port))
+    reply = api.put("/instances/%s/stunnel" % instance_id, template)
+    assert reply.status == 201, reply
+    assert presented_certificate(port) == first_der
+    return ca, url, port, os.path.join(api.instances_dir, instance_id, "certificates",
+                                       "localhost.pem")
+
+
+@pytest.mark.parametrize("expect", [("-H", "Expect:"), ()], ids=["no-expect", "expect-100"])
+def test_replaced_certificate_is_served_to_new_connections(api, tls_instance, expect):
+    ca, url, port, stored = tls_instance
+    second, second_der = listener_certificate(ca)
+    reply = api.put(url, second, *expect)
+    assert reply.status == 201, reply
+    assert reply.lines[0] == "OK"
+    assert reply.lines[1].startswith("stunnel daemon for ") and "reloaded" in reply.lines[1]
+    assert eventually(lambda: presented_certificate(port) == second_der, 5)
+    with open(stored, "rb") as file:
+        assert file.read() == second
+    assert os.stat(stored).st_mode & 0o777 == 0o600
+
+
+def test_refused_certificate_changes_nothing(api, tls_instance):
+    ca, url, port, stored = tls_instance
+    with open(stored, "rb") as file:
+        before = file.read()
+    served = presented_certificate(port)
+    other, _ = listener_certificate(ca)
+    mismatched = other[:other.index(b"-----BEGIN CERTIFICATE")] + \
+        before[before.index(b"-----BEGIN CERTIFICATE"):]
+    for body, reason in ((mismatched, "Certificate and key do not match"),
+                         (b"garbage\n", "File contains data that is not a PEM key or certificate"),
+                         (b"", "No certificate found")):
+        reply = api.put(url, body, "-H", "Expect:")
+        assert (reply.status, reply.body) == (409, reason + "\n"), reply
+        with open(stored, "rb") as file:
+            assert file.read() == before
+        assert presented_certificate(port) == served
+    wrong_name, _ = listener_certificate(ca, "www.example.com")
+    reply = api.put(url, wrong_name)
+    assert reply.status == 409
+    assert reply.body == ("Filename does not match the certificate's common name "
+                          "(expected www.example.com.pem)\n")
+    with open(stored, "rb") as file:
+        assert file.read() == before
+
+
+def test_get_etag_and_delete_rules(api, tls_instance):
+    _ca, url, _port, stored = tls_instance
+    with open(stored, "rb") as file:
+        content = file.read()
+    reply = api.request("-D", "-", api.url(url))
+    assert reply.status == 200
+    etag = '"%s"' % hashlib.sha256(content).hexdigest()
+    assert ("etag: %s" % etag) in reply.body.lower()
+    assert reply.content_type == "application/x-pem-file"
+    assert reply.body.endswith(content.decode())
+    reply = api.delete(url)
+    assert (reply.status, reply.body) == (409, "Certificate is in use by the stunnel configuration\n")
+    assert os.path.exists(stored)
