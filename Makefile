@@ -58,6 +58,10 @@ test: deps
 	@echo "In-process tests again under Debian's python3 with python3-cryptography and python3-psutil:"
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/unit
 
+# The heavier proof runs: more examples, rounds and crash trials; prints the figures table.
+proof: deps
+	APPLIANCE_PROOF=heavy $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/proof
+
 bench: deps pki
 	$(VENV)/bin/python bench/bench.py
 

@@ -118,11 +118,11 @@ def replace_file(instance, path, data, config, mode=0o644, services=SERVICES):
     """Store a file the daemons read (a certificate, the 503 page), then reload
     the running daemons of services; on a failed reload put the old file back
     and reload again. The answer's lines after OK."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     old = files.read(path)
-    files.write_atomic(path, data, mode)
     if old == data:
         return []  # unchanged content: the daemons already run it
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    files.write_atomic(path, data, mode)
     return _reload_or_restore(instance, path, old, config, mode, services)
 
 
