@@ -102,3 +102,25 @@ def test_get_etag_and_delete_rules(api, tls_instance):
     reply = api.delete(url)
     assert (reply.status, reply.body) == (409, "Certificate is in use by the stunnel configuration\n")
     assert os.path.exists(stored)
+
+
+def test_stunnel_reload_that_cannot_bind_is_rolled_back(api, backend, tls_instance):
+    """stunnel has no check mode: the new config is tried with SIGHUP, and a
+    listener it cannot bind brings the old file and listener back."""
+    _ca, url, port, _stored = tls_instance
+    instance = url.split("/")[2]
+    pid = api.service_pid(instance, "stunnel")
+    served = presented_certificate(port)
+    before = api.get("/instances/%s/stunnel" % instance).body
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        template = before.replace(":%d\n" % port, ":%d\n" % taken.getsockname()[1])
+        assert template != before
+        reply = api.put("/instances/%s/stunnel" % instance, template)
+        assert reply.status == 409, reply
+        assert reply.lines[0] == "Invalid configuration"
+        assert "Binding service [tls] failed" in reply.body
+    assert api.get("/instances/%s/stunnel" % instance).body == before
+    assert api.service_pid(instance, "stunnel") == pid
+    assert eventually(lambda: presented_certificate(port) == served, 5)

@@ -7,6 +7,7 @@ started (it forks once its listeners are bound) or sent SIGHUP, and its log
 says whether the new configuration took.
 """
 import os
+import re
 import signal
 import time
 
@@ -152,8 +153,10 @@ class Stunnel(Daemon):
 
     SUCCESS = "Configuration successful"
     FAILURES = ("Failed to reload the configuration file", "Configuration failed")
-    # After a reload stunnel rebinds its listeners; a failure shows within this time.
+    # After a reload stunnel rebinds its listeners; a failure shows within this
+    # time as "Binding service [name] failed" (connections' own lines never say that).
     REBIND_SETTLE = 0.3
+    REBIND_FAILED = re.compile(r"Binding service \[[^\]]*\] failed")
 
     def render(self, template):
         """Fill the template, then set the options the API manages (pid file,
@@ -187,7 +190,7 @@ class Stunnel(Daemon):
         if marker == self.SUCCESS:
             time.sleep(self.REBIND_SETTLE)
             text = self._log_since(offset)
-            if "failed" not in text.lower():
+            if not self.REBIND_FAILED.search(text):
                 return self._message("reloaded", process.pid)
         raise DaemonFailed("stunnel failed to reload", _stunnel_errors(text))
 
