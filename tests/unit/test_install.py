@@ -1,0 +1,50 @@
+"""`make install` gives an appliance image a working API: the installed CGI
+answers under this interpreter (Debian's python3 too, in `make test`), and
+the installed lighttpd configuration passes lighttpd's own check."""
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_installed_tree_serves_and_lighttpd_accepts_its_config(tmp_path):
+    dest = tmp_path / "image"
+    subprocess.run(["make", "-s", "-C", ROOT, "install", "DESTDIR=%s" % dest, "PREFIX=/usr"],
+                   check=True)
+    root = dest / "usr" / "lib" / "appliance-api"
+    etc = dest / "etc" / "appliance-api"
+    assert (root / "cgi-bin" / "appliance-api").stat().st_mode & 0o111
+    drop_in = (dest / "lib/systemd/system/lighttpd.service.d/appliance-api.conf").read_text()
+    assert "ExecStart=/usr/sbin/lighttpd -D -f /etc/appliance-api/lighttpd.conf" in drop_in
+    assert "@" not in drop_in
+
+    state = tmp_path / "state"
+    config = tmp_path / "api.ini"
+    config.write_text("[paths]\nstate_dir = %s\n" % state)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/instances", "SERVER_NAME": "appliance",
+               "SERVER_PORT": "443", "SERVER_PROTOCOL": "HTTP/1.1", "GATEWAY_INTERFACE": "CGI/1.1",
+               "SSL_CLIENT_VERIFY": "SUCCESS", "APPLIANCE_API_CONFIG": str(config)}
+    output = subprocess.run([sys.executable, str(root / "cgi-bin" / "appliance-api")],
+                            env=environ, stdout=subprocess.PIPE, check=True, cwd="/").stdout
+    assert output.startswith(b"Status: 200 OK\r\n")
+    del environ["SSL_CLIENT_VERIFY"]
+    output = subprocess.run([sys.executable, str(root / "cgi-bin" / "appliance-api")],
+                            env=environ, stdout=subprocess.PIPE, check=True, cwd="/").stdout
+    assert output.startswith(b"Status: 403 Forbidden\r\n")
+    assert output.endswith(b"\r\n\r\nClient certificate required\n")
+
+    pki = tmp_path / "pki"
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "pki.py"), "--out", str(pki)],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, str(root / "tools" / "lighttpd_local.py"),
+                    "--out", str(etc / "appliance-api.local.conf"), "--address", "127.0.0.1",
+                    "--address", "::1", "--root", str(root), "--python", sys.executable,
+                    "--config", str(config), "--pki", str(pki), "--log-dir", str(tmp_path),
+                    "--pid-file", str(tmp_path / "lighttpd.pid")], check=True)
+    include = (etc / "appliance-api.local.conf").read_text()
+    assert 'server.bind = "127.0.0.1"' in include
+    assert '$SERVER["socket"] == "[::1]:443" { ssl.engine = "enable" }' in include
+    check = subprocess.run(["lighttpd", "-tt", "-f", str(etc / "lighttpd.conf")],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert check.returncode == 0, check.stdout
