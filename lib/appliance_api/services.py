@@ -11,7 +11,7 @@ from .errors import Conflict, ServerError
 from .layout import SERVICES, existing_instances
 from .system import files
 from .system.daemons import DaemonFailed, daemon_for
-from .system.network import Network, bound_addresses
+from .system.network import Network, bound_addresses, describe, listeners, overlap
 
 
 def management_address(config):
@@ -49,6 +49,7 @@ def put_config(instance, service, template, config):
     except UnicodeDecodeError:
         raise Conflict("Invalid configuration", "The configuration is not UTF-8 text")
     template_path, rendered_path = instance.template(service), instance.rendered(service)
+    refuse_shared_listeners(instance, service, rendered.decode("utf-8"), config)
 
     lines = []
     # A dot-name ending .tmp: swept up like any temporary if this request dies.
@@ -84,6 +85,25 @@ def put_config(instance, service, template, config):
         raise
     release_unused_addresses(old_addresses - new_addresses, config)
     return lines
+
+
+def refuse_shared_listeners(instance, service, rendered, config):
+    """Conflict if the config would listen where another config already does:
+    haproxy's SO_REUSEPORT would let both start and split the traffic."""
+    wanted = listeners(service, rendered)
+    if not wanted:
+        return
+    for other in existing_instances(config.state_dir):
+        for other_service in other.configured_services():
+            if (other.id, other_service) == (instance.id, service):
+                continue  # the config this one replaces
+            text = files.read(other.rendered(other_service))
+            for taken in listeners(other_service, (text or b"").decode("utf-8", "replace")):
+                for listener in wanted:
+                    if overlap(listener, taken):
+                        raise Conflict("Address already in use", "%s is taken by the %s config "
+                                       "of instance %s" % (describe(listener), other_service,
+                                                           other.id))
 
 
 def delete_config(instance, service, config):

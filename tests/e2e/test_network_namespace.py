@@ -115,6 +115,15 @@ def accounting(namespace, program):
     return rules, hooks
 
 
+def fetch_port_open(namespace, address, port, attempts=50):
+    probe = "import socket; socket.create_connection((%r, %d), 0.5)" % (address, port)
+    for _ in range(attempts):
+        if subprocess.run(list(namespace) + [sys.executable, "-c", probe],
+                          stderr=subprocess.DEVNULL).returncode == 0:
+            return True
+    return False
+
+
 def fetch(namespace, url):
     return run(*namespace, "curl", "-s", "-g", "--max-time", "5", url)
 
@@ -138,12 +147,28 @@ def test_shared_service_ip_lives_until_its_last_user_is_deleted(namespace, api):
     assert set(rules6) == {("APPLIANCE-VIP-IN", VIP6), ("APPLIANCE-VIP-OUT", VIP6)}
     assert rules6[("APPLIANCE-VIP-IN", VIP6)] > 0
 
-    # A config that passes the check but cannot start (its port on the shared VIP
-    # is taken): the address it brought is taken away again, the shared one stays.
-    code, body = api("PUT", "/instances/%s/haproxy" % third,
-                     haproxy_config("%s:8003" % VIP_OTHER, "%s:8001" % VIP))
+    # Two instances on one address and port: haproxy would start both (SO_REUSEPORT)
+    # and split the port's traffic; the API refuses the second.
+    code, body = api("PUT", "/instances/%s/haproxy" % third, haproxy_config("%s:8001" % VIP))
     assert code == 409, body
-    assert "Address already in use" in body
+    assert body == ("Address already in use\n%s:8001 is taken by the haproxy config of instance "
+                    "%s\n" % (VIP, first))
+
+    # A config that passes the check but cannot start (its port on the shared VIP
+    # is held by a process of the namespace): the address it brought is taken away
+    # again, the shared one stays.
+    holder = subprocess.Popen(list(namespace) + [
+        sys.executable, "-c", "import socket, time; s = socket.socket(); "
+        "s.bind((%r, 8009)); s.listen(); time.sleep(60)" % VIP])
+    try:
+        assert fetch_port_open(namespace, VIP, 8009)
+        code, body = api("PUT", "/instances/%s/haproxy" % third,
+                         haproxy_config("%s:8003" % VIP_OTHER, "%s:8009" % VIP))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 409, body
+    assert "Address already in use" in body and "[ALERT]" in body
     assert VIP_OTHER not in addresses(namespace)
     assert ("APPLIANCE-VIP-IN", VIP_OTHER) not in accounting(namespace, "iptables-save")[0]
     assert api("GET", "/instances/" + third)[0] == 404

@@ -43,3 +43,18 @@ def test_haproxy_bind_lines(line, expected):
 ])
 def test_stunnel_accept_lines(line, expected):
     assert bound_addresses("stunnel", "[svc]\n%s\n" % line, MYIP) == expected
+
+
+def test_listeners_and_overlap():
+    from appliance_api.system.network import describe, listeners, overlap
+
+    found = listeners("haproxy", "bind 192.0.2.1:80,:8000-8010\nbind [2001:db8::1]:443\n"
+                                 "bind unix@/x.sock\nbind www.example.com:80\n")
+    assert [describe(listener) for listener in found] == [
+        "192.0.2.1:80", "*:8000-8010", "[2001:db8::1]:443"]
+    assert listeners("stunnel", "accept = 443\n")[0][0] is None
+    one, wildcard, six = found
+    assert overlap(one, one) and overlap(wildcard, listeners("haproxy", "bind 192.0.2.9:8005")[0])
+    assert not overlap(one, listeners("haproxy", "bind 192.0.2.2:80")[0])
+    assert not overlap(one, listeners("haproxy", "bind 192.0.2.1:81")[0])
+    assert not overlap(wildcard, listeners("haproxy", "bind :8011")[0])

@@ -71,37 +71,64 @@ class Network:
         return result
 
 
-def bound_addresses(service, rendered_text, management_address):
-    """The service IPs a rendered config listens on: haproxy `bind`, stunnel `accept`.
-    Wildcards, loopback, host names, sockets and the management address are not service IPs."""
-    found = set()
-    for line in rendered_text.splitlines():
-        words = line.split("#", 1)[0].split()
-        if service == "haproxy" and len(words) >= 2 and words[0] == "bind":
-            endpoints = words[1].split(",")
-        elif service == "stunnel" and "=" in line and line.split("=", 1)[0].strip() == "accept":
-            endpoints = [line.split("=", 1)[1].split(";", 1)[0].strip()]
-        else:
-            continue
-        for endpoint in endpoints:
-            ip = _endpoint_ip(endpoint)
-            if ip is not None and not ip.is_loopback and not ip.is_unspecified \
-                    and str(ip) != management_address:
-                found.add(str(ip))
+def listeners(service, rendered_text):
+    """(address, ports) of each TCP listener a rendered config declares
+    (haproxy `bind`, stunnel `accept`): address an ip_address, or None for
+    every address; ports a range. Sockets and host names are left out."""
+    found = []
+    for endpoint in _endpoints(service, rendered_text):
+        listener = _parse_endpoint(endpoint)
+        if listener is not None:
+            found.append(listener)
     return found
 
 
-def _endpoint_ip(endpoint):
-    """The address of "ADDR:PORT", "[ADDR]:PORT", "ipv4@ADDR:PORT"..., or None."""
+def bound_addresses(service, rendered_text, management_address):
+    """The service IPs a rendered config listens on. Wildcards, loopback, host
+    names, sockets and the management address are not service IPs."""
+    return {str(ip) for ip, _ports in listeners(service, rendered_text)
+            if ip is not None and not ip.is_loopback and str(ip) != management_address}
+
+
+def overlap(first, second):
+    """Whether two listeners would share a port. haproxy binds with SO_REUSEPORT,
+    so such a pair would not fail: it would split one port's traffic between two."""
+    (ip1, ports1), (ip2, ports2) = first, second
+    same_address = ip1 is None or ip2 is None or ip1 == ip2
+    return same_address and ports1.start < ports2.stop and ports2.start < ports1.stop
+
+
+def describe(listener):
+    ip, ports = listener
+    host = "*" if ip is None else ("[%s]" % ip if ip.version == 6 else str(ip))
+    port = str(ports.start) if len(ports) == 1 else "%d-%d" % (ports.start, ports.stop - 1)
+    return "%s:%s" % (host, port)
+
+
+def _endpoints(service, rendered_text):
+    for line in rendered_text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if service == "haproxy" and len(words) >= 2 and words[0] == "bind":
+            yield from words[1].split(",")
+        elif service == "stunnel" and "=" in line and line.split("=", 1)[0].strip() == "accept":
+            yield line.split("=", 1)[1].split(";", 1)[0].strip()
+
+
+def _parse_endpoint(endpoint):
+    """(address or None, ports) of "ADDR:PORT", "[ADDR]:PORT", "ipv4@ADDR:PORT",
+    ":PORT", "*:PORT", stunnel's bare "PORT"; None for anything else."""
     if "@" in endpoint:
         family, endpoint = endpoint.split("@", 1)
         if family not in ("ipv4", "ipv6", "tcp", "tcp4", "tcp6"):
             return None  # unix sockets, abns, fd, sockpair
-    host, separator, _port = endpoint.rpartition(":")
-    if not separator:
-        return None  # stunnel's bare port: all addresses
+    host, _separator, port = endpoint.rpartition(":")
     host = host.strip("[]")
     try:
-        return ipaddress.ip_address(host)
+        ip = None if host in ("", "*") else ipaddress.ip_address(host)
+        first, _dash, last = port.partition("-")
+        ports = range(int(first), int(last or first) + 1)
     except ValueError:
         return None
+    if ip is not None and ip.is_unspecified:
+        ip = None
+    return (ip, ports) if ports else None
