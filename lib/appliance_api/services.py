@@ -157,6 +157,7 @@ def _reload_or_restore(instance, path, old, config, mode, services):
     lines = []
     try:
         for daemon in running:
+            render_from_template(daemon)
             lines.append(daemon.apply())
     except BaseException as error:
         files.restore(path, old, mode)
@@ -166,6 +167,18 @@ def _reload_or_restore(instance, path, old, config, mode, services):
             raise Conflict("%s; the previous file is back in place" % error, error.output)
         raise
     return lines
+
+
+def render_from_template(daemon):
+    """Make the rendered config the stored template's rendering again. A PUT
+    killed between its two renames leaves a rendered file GET does not show;
+    no reload may run it."""
+    template = files.read(daemon.instance.template(daemon.name))
+    if template is None:
+        return
+    rendered = daemon.render(template.decode("utf-8", "replace")).encode("utf-8")
+    if files.read(daemon.rendered_path) != rendered:
+        files.write_atomic(daemon.rendered_path, rendered)
 
 
 def _bring_back(daemon, was_running):

@@ -186,3 +186,14 @@ def test_certificate_in_use_by_a_config_cannot_be_deleted(app, state_dir, instan
     assert (response.status_int, response.text) == (
         409, "Certificate is in use by the stunnel configuration\n")
     assert app.get(base + "/certificates/localhost.pem").body == bundle
+
+
+@pytest.mark.parametrize("debug, managed", [
+    ("", False), ("debug = 7\n", False), ("debug = notice\n", False),
+    ("debug = 4\n", True), ("debug = daemon.err\n", True), ("debug = warning ; quiet\n", True)])
+def test_stunnel_render_keeps_the_reload_notice_logged(config, instance_id, debug, managed):
+    from appliance_api.system.daemons import Stunnel
+
+    text = Stunnel(Instance(config.state_dir, instance_id), config).render(
+        debug + "[tls]\naccept = 443\n")
+    assert ("debug = 5\n" in text.partition("[tls]")[0]) is managed

@@ -127,19 +127,33 @@ class Haproxy(Daemon):
                 daemon.wait(2)
                 raise DaemonFailed("haproxy did not start within %gs" % self.start_timeout, text)
             raise DaemonFailed("haproxy failed to start", text)
+        self._wait_ready(processes.process_of(daemon.pid))
         return self._message("started", daemon.pid)
 
-    def reload(self, process):
-        # Right after a (re)load the master re-executes itself and ignores
-        # SIGUSR2 for a few milliseconds; a signal sent then is lost.
+    def stop(self):
+        process = self.process()
+        if process is not None:
+            self._wait_ready(process)  # else the soft stop's SIGUSR1 may be lost
+        return super().stop()
+
+    def _wait_ready(self, process):
+        """Wait until the master handles signals again. After each (re)load it
+        re-executes itself, and for a few milliseconds a SIGUSR1 or SIGUSR2
+        sent to it is lost."""
+        if process is None:
+            return
         deadline = time.monotonic() + self.start_timeout
         while not processes.catches_signal(process, signal.SIGUSR2) \
                 and processes.is_alive(process) and time.monotonic() < deadline:
             time.sleep(0.005)
+
+    def reload(self, process):
+        self._wait_ready(process)
         offset = self._log_size()
         processes.send_signal(process, signal.SIGUSR2)
         marker, text = self._wait_for_log(offset, [self.SUCCESS, self.FAILURE],
                                           lambda: processes.is_alive(process))
+        self._wait_ready(process)
         if marker == self.SUCCESS:
             return self._message("reloaded", process.pid)
         if marker is None and processes.is_alive(process):
@@ -152,6 +166,7 @@ class Stunnel(Daemon):
     process_names = ("stunnel4", "stunnel")
 
     SUCCESS = "Configuration successful"
+    NOTICE = 5
     FAILURES = ("Failed to reload the configuration file", "Configuration failed")
     # After a reload stunnel rebinds its listeners; a failure shows within this
     # time as "Binding service [name] failed" (connections' own lines never say that).
@@ -164,6 +179,9 @@ class Stunnel(Daemon):
         text = super().render(template)
         managed = ("; managed by appliance-api\npid = %s\noutput = %s\nforeground = no\n"
                    % (os.path.abspath(self.pid_file), os.path.abspath(self.log_path)))
+        if _global_debug_level(text) < self.NOTICE:
+            # A reload is confirmed by "Configuration successful", a notice.
+            managed += "debug = %d\n" % self.NOTICE
         lines = text.splitlines(keepends=True)
         for index, line in enumerate(lines):
             if line.lstrip().startswith("["):
@@ -209,6 +227,23 @@ DAEMONS = {"haproxy": Haproxy, "stunnel": Stunnel}
 
 def daemon_for(service, instance, config):
     return DAEMONS[service](instance, config)
+
+
+STUNNEL_LEVELS = {"emerg": 0, "alert": 1, "crit": 2, "err": 3, "warning": 4, "notice": 5,
+                  "info": 6, "debug": 7}
+
+
+def _global_debug_level(text):
+    """The level of the global section's `debug = [facility.]level` (default 5)."""
+    level = 5
+    for line in text.splitlines():
+        if line.lstrip().startswith("["):
+            break
+        key, equals, value = line.partition("=")
+        if equals and key.strip() == "debug":
+            value = value.split(";")[0].strip().rpartition(".")[2].lower()
+            level = int(value) if value.isdigit() else STUNNEL_LEVELS.get(value, level)
+    return level
 
 
 def _stunnel_errors(output):

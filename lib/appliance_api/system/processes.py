@@ -27,11 +27,20 @@ def live_process(pid_file, names, config_path):
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE or process.name() not in names:
             return None
-        if config_path not in process.cmdline():
-            return None
-        return process
+        return process if config_path in _settled_cmdline(process) else None
     except psutil.Error:
         return None
+
+
+def _settled_cmdline(process, timeout=0.5):
+    """The command line, waiting out an execve: haproxy's master re-executes
+    itself after every reload, and meanwhile /proc/<pid>/cmdline reads empty."""
+    deadline = time.monotonic() + timeout
+    cmdline = process.cmdline()
+    while not cmdline and time.monotonic() < deadline:
+        time.sleep(0.005)
+        cmdline = process.cmdline()
+    return cmdline
 
 
 def wait_gone(process, timeout):
@@ -103,3 +112,10 @@ def catches_signal(process, signum):
     except OSError:
         pass
     return False
+
+
+def process_of(pid):
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
