@@ -10,11 +10,22 @@ import time
 import psutil
 
 
-def read_pid(pid_file):
+def read_pid(pid_file, settle=0.5):
+    """The pid in pid_file, or None. haproxy's master rewrites its pid file on
+    every reload (empty, then the pid): an empty file is read again a while."""
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            with open(pid_file) as file:
+                text = file.read()
+        except FileNotFoundError:
+            return None
+        if text.strip() or time.monotonic() > deadline:
+            break
+        time.sleep(0.005)
     try:
-        with open(pid_file) as file:
-            return int(file.read().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
+        return int(text.split()[0])
+    except (ValueError, IndexError):
         return None
 
 
