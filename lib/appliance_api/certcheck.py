@@ -159,9 +159,11 @@ def _parse_block(label, body):
     # to load untrusted bytes is the client's problem, not a server error.
     if label == CERT_LABEL:
         try:
-            return _Block("cert", x509.load_der_x509_certificate(der))
+            cert = x509.load_der_x509_certificate(der)
+            cert.subject, cert.issuer  # names are parsed lazily: refuse bad ones here
         except Exception:
             raise Conflict(_NOT_PEM) from None
+        return _Block("cert", cert)
     try:
         return _Block("key", load_der_private_key(der, password=None))
     except UnsupportedAlgorithm:

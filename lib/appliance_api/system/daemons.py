@@ -107,7 +107,8 @@ class Haproxy(Daemon):
     FAILURE = "Loading failure!"
 
     def check(self, path):
-        result = commands.run([self.binary, "-c", "-f", path], timeout=self.start_timeout)
+        # -V: a config's `quiet` would silence the checker's verdict too.
+        result = commands.run([self.binary, "-c", "-V", "-f", path], timeout=self.start_timeout)
         if result.returncode not in (0, 1, 2):
             # 1 (errors) and 2 (valid but no listener, will not start) are
             # haproxy's verdicts on the config; anything else is haproxy failing.
@@ -118,7 +119,9 @@ class Haproxy(Daemon):
     def start(self):
         offset = self._log_size()
         _remove(self.pid_file)
-        daemon = commands.spawn([self.binary, "-W", "-f", self.rendered_path,
+        # -db and -V: a config's own `daemon` or `quiet` would hide the master
+        # from us or silence the "Loading success." line this method waits for.
+        daemon = commands.spawn([self.binary, "-W", "-db", "-V", "-f", self.rendered_path,
                                  "-p", self.pid_file], self.log_path)
         marker, text = self._wait_for_log(offset, [self.SUCCESS], lambda: daemon.poll() is None)
         if marker is None:
