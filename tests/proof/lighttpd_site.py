@@ -181,3 +181,18 @@ def read_bytes(path):
             return file.read()
     except FileNotFoundError:
         return None
+
+
+def haproxy_template(port, tag):
+    """A valid template. All bind the same port, so any may replace any other; each
+    is unique (its comment and the string it serves name the write that sent it)."""
+    return ("# write %s, instance folder {INSTANCE_DIR}\n"
+            "defaults\n"
+            "    mode http\n"
+            "    timeout connect 2s\n"
+            "    timeout client 5s\n"
+            "    timeout server 5s\n"
+            "frontend fe\n"
+            "    bind {MYIP}:%d\n"
+            "    http-request return status 200 content-type text/plain string %s\n"
+            % (tag, port, tag))

@@ -27,7 +27,7 @@ from e2e.conftest import pki  # noqa: F401  (session fixture)
 from e2e.helpers import Reply, accepts, daemons_under, eventually, free_port, http_get, pid_gone
 
 from . import figures
-from .lighttpd_site import (leftover_temporaries, listener_bundles, read_bytes, render,
+from .lighttpd_site import (haproxy_template, leftover_temporaries, listener_bundles, read_bytes, render,
                             start_site, stop_site)
 
 CONCURRENT = 50
@@ -56,21 +56,6 @@ COUNTS = {(method, what): n for method, what, n in MIX}
 assert sum(COUNTS.values()) == CONCURRENT
 
 ROUND_LOG = []  # one line per round, shown when a test fails
-
-
-def haproxy_template(port, tag):
-    """A valid template. All bind the same port, so any may replace any other; each
-    is unique (its comment and the string it serves name the write that sent it)."""
-    return ("# write %s, instance folder {INSTANCE_DIR}\n"
-            "defaults\n"
-            "    mode http\n"
-            "    timeout connect 2s\n"
-            "    timeout client 5s\n"
-            "    timeout server 5s\n"
-            "frontend fe\n"
-            "    bind {MYIP}:%d\n"
-            "    http-request return status 200 content-type text/plain string %s\n"
-            % (tag, port, tag))
 
 
 def served_string(template):

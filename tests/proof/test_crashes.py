@@ -24,25 +24,12 @@ from e2e.helpers import (CURL_TIMEOUT, WRITE_OUT, Reply, accepts, daemons_under,
                          free_port, http_get, pid_gone)
 
 from . import figures
-from .lighttpd_site import (cgi_processes, leftover_temporaries, listener_bundles, read_bytes,
+from .lighttpd_site import (haproxy_template, cgi_processes, leftover_temporaries, listener_bundles, read_bytes,
                             render, start_site, stop_site)
 
 TRIALS = figures.scaled(3, 20)  # per kind of upload
 PAUSE = 1.5
 CERT_NAME = "localhost.pem"
-
-
-def haproxy_template(port, tag):
-    return ("# %s\n"
-            "defaults\n"
-            "    mode http\n"
-            "    timeout connect 2s\n"
-            "    timeout client 5s\n"
-            "    timeout server 5s\n"
-            "frontend fe\n"
-            "    bind {MYIP}:%d\n"
-            "    http-request return status 200 content-type text/plain string %s\n"
-            % (tag, port, tag))
 
 
 def page(tag):
