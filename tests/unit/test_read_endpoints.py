@@ -187,3 +187,15 @@ def test_instances_imports_neither_psutil_nor_cryptography(state_dir):
         output = subprocess.run([sys.executable, "-c", code % (lib, path, ini)], check=True,
                                 stdout=subprocess.PIPE, text=True).stdout.strip()
         assert output == expected, path
+
+
+def test_an_old_empty_pid_file_is_stale_at_once(app, state_dir):
+    import time
+
+    instance = make_instance(state_dir, A, "haproxy.cfg", "haproxy.rendered.cfg")
+    open(instance.pid_file("haproxy"), "w").close()
+    old = time.time() - 60
+    os.utime(instance.pid_file("haproxy"), (old, old))
+    started = time.monotonic()
+    assert "  haproxy          stopped" in app.get("/service_status").text
+    assert time.monotonic() - started < 0.4  # no wait for a rewrite that is not coming

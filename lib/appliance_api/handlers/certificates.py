@@ -55,5 +55,5 @@ def etag(data):
 
 
 def _names(config_path, certificate_path):
-    text_ = files.read(config_path)
-    return text_ is not None and os.path.abspath(certificate_path).encode() in text_
+    config_text = files.read(config_path)
+    return config_text is not None and os.path.abspath(certificate_path).encode() in config_text

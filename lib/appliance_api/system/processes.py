@@ -4,6 +4,7 @@ A pid file is stale when its process is gone, is a zombie, or is some other
 program that inherited the pid: the name and the command line must show the
 daemon run on that instance's own config file.
 """
+import os
 import signal
 import time
 
@@ -12,15 +13,17 @@ import psutil
 
 def read_pid(pid_file, settle=0.5):
     """The pid in pid_file, or None. haproxy's master rewrites its pid file on
-    every reload (empty, then the pid): an empty file is read again a while."""
+    every reload (empty, then the pid): a freshly emptied file is read again a
+    while; an old empty one (a daemon that died mid-write) is simply stale."""
     deadline = time.monotonic() + settle
     while True:
         try:
             with open(pid_file) as file:
                 text = file.read()
+                fresh = time.time() - os.fstat(file.fileno()).st_mtime < 2
         except FileNotFoundError:
             return None
-        if text.strip() or time.monotonic() > deadline:
+        if text.strip() or not fresh or time.monotonic() > deadline:
             break
         time.sleep(0.005)
     try:
