@@ -9,19 +9,27 @@ VAR := $(CURDIR)/var
 PREFIX ?= /usr
 DESTDIR ?=
 SYSCONFDIR ?= /etc
+STATEDIR ?= /var/lib/appliance-api
 
-# The daemons the API drives, and Debian's Python packages that an appliance
-# image may use instead of the venv's (the in-process tests run on both).
-DEBIAN_PACKAGES := lighttpd haproxy stunnel4 iptables iproute2 curl openssl procps \
+# Everything the API, `make run` and `make test` use: the daemons the API drives,
+# lighttpd's TLS module (Debian ships it apart, and only recommends it), the
+# tools the tests run, and Debian's Python packages that an appliance image may
+# use instead of the venv's (the in-process tests run on both).
+# tests/unit/test_packages.py fails when a program or module is not covered.
+DEBIAN_PACKAGES := lighttpd lighttpd-mod-openssl haproxy stunnel4 iptables iproute2 curl openssl procps \
+	make logrotate \
 	python3 python3-venv python3-cryptography python3-psutil python3-pytest python3-webtest
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all deps debian-packages venv pki run test test-unit test-debian test-e2e \
+.PHONY: all deps debian-packages print-debian-packages venv pki run test test-unit test-debian test-e2e \
 	bench bench-reload proof install clean
 
 all: test
 
 deps: debian-packages venv
+
+print-debian-packages:
+	@echo $(DEBIAN_PACKAGES)
 
 debian-packages:
 	@missing=""; for package in $(DEBIAN_PACKAGES); do \
@@ -83,4 +91,6 @@ install:
 	install -d $(DESTDIR)/lib/systemd/system/lighttpd.service.d
 	sed 's|@PREFIX@|$(PREFIX)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' conf/lighttpd-drop-in.conf \
 		> $(DESTDIR)/lib/systemd/system/lighttpd.service.d/appliance-api.conf
-	install -d -m 0700 $(DESTDIR)/var/lib/appliance-api
+	install -d $(DESTDIR)$(SYSCONFDIR)/logrotate.d
+	sed 's|@STATEDIR@|$(STATEDIR)|g' conf/logrotate.conf > $(DESTDIR)$(SYSCONFDIR)/logrotate.d/appliance-api
+	install -d -m 0700 $(DESTDIR)$(STATEDIR)

@@ -6,6 +6,7 @@ Standard library only.
 """
 import argparse
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -45,6 +46,27 @@ def write_site(folder, addresses, port, pki, python, management_address=None,
             addresses, port, ROOT, python, config_path, os.path.abspath(pki),
             os.path.join(folder, "log"), os.path.join(folder, "lighttpd.pid")))
     return os.path.join(folder, "lighttpd.conf")
+
+
+def check_lighttpd_config(lighttpd_conf):
+    """None when `lighttpd -tt` accepts the config (it loads every module);
+    otherwise one line saying what is wrong, and what to install when a
+    module is missing (Debian ships some, mod_openssl among them, apart)."""
+    try:
+        check = subprocess.run(["lighttpd", "-tt", "-f", lighttpd_conf], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except FileNotFoundError:
+        return "lighttpd is not installed: install the Debian package lighttpd (make deps does)"
+    if check.returncode == 0:
+        return None
+    missing = re.search(r"dlopen\(\) failed for: (\S*/(mod_\w+)\.so)", check.stdout)
+    if missing:
+        path, module = missing.groups()
+        return ("lighttpd cannot load %s (%s is missing): install the Debian package %s "
+                "(make deps does)" % (module, path, "lighttpd-mod-" + module[4:].replace("_", "-")))
+    errors = [line for line in check.stdout.splitlines() if line.strip()]
+    return "lighttpd refuses %s: %s" % (lighttpd_conf, errors[-1] if errors else
+                                        "exit status %d" % check.returncode)
 
 
 def start_lighttpd(lighttpd_conf, address, port, timeout=10, prefix=()):
@@ -93,7 +115,11 @@ def main():
     parser.add_argument("--pki", required=True)
     parser.add_argument("--python", required=True)
     args = parser.parse_args()
-    print(write_site(args.folder, args.address, args.port, args.pki, args.python))
+    lighttpd_conf = write_site(args.folder, args.address, args.port, args.pki, args.python)
+    problem = check_lighttpd_config(lighttpd_conf)
+    if problem:
+        sys.exit("make run: " + problem)
+    print(lighttpd_conf)
 
 
 if __name__ == "__main__":

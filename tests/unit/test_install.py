@@ -48,3 +48,23 @@ def test_installed_tree_serves_and_lighttpd_accepts_its_config(tmp_path):
     check = subprocess.run(["lighttpd", "-tt", "-f", str(etc / "lighttpd.conf")],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert check.returncode == 0, check.stdout
+
+
+def test_make_run_names_the_package_of_a_missing_lighttpd_module(tmp_path):
+    """`make run` checks the config with `lighttpd -tt` first and says in one
+    line what to install, rather than lighttpd's dlopen error and Error 255."""
+    import devsite  # tools/devsite.py
+
+    lighttpd_conf = tmp_path / "lighttpd.conf"
+    lighttpd_conf.write_text('server.modules = ("mod_alias", "mod_notthere_auth")\n'
+                             'server.document-root = "%s"\nserver.port = 9\n' % tmp_path)
+    problem = devsite.check_lighttpd_config(str(lighttpd_conf))
+    assert problem == ("lighttpd cannot load mod_notthere_auth "
+                       "(/usr/lib/lighttpd/mod_notthere_auth.so is missing): install the Debian "
+                       "package lighttpd-mod-notthere-auth (make deps does)")
+    lighttpd_conf.write_text('server.document-root = "%s"\nserver.port = 9\n' % tmp_path)
+    assert devsite.check_lighttpd_config(str(lighttpd_conf)) is None
+    lighttpd_conf.write_text('server.document-root = "%s"\nserver.port = 9\nserver.modules = (\n'
+                             % tmp_path)
+    problem = devsite.check_lighttpd_config(str(lighttpd_conf))
+    assert problem.startswith("lighttpd refuses %s: " % lighttpd_conf) and "\n" not in problem
