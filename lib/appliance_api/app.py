@@ -15,7 +15,11 @@ from .routes import ROUTES, compile_pattern
 TEXT = "text/plain; charset=utf-8"
 STATUS_LINES = {200: "200 OK", 201: "201 Created", 403: "403 Forbidden",
                 404: "404 Not Found", 409: "409 Conflict",
-                413: "413 Request Entity Too Large", 500: "500 Internal Server Error"}
+                413: "413 Request Entity Too Large", 500: "500 Internal Server Error",
+                503: "503 Service Unavailable"}
+# Methods that only read: uncapped. Every other method changes the appliance
+# and first takes one of the appliance-wide change slots (system/slots.py).
+READ_METHODS = ("GET", "HEAD")
 
 _compiled_routes = [(method, re.compile(compile_pattern(pattern)), handler)
                     for method, pattern, handler in ROUTES]
@@ -102,12 +106,17 @@ def handle(environ, config=None):
         _apply_test_settings(config)
         request = Request(environ, config)
         handler, params = find_route(request.method, request.path)
-        return call_handler(handler, request, params)
+        if request.method in READ_METHODS:
+            return call_handler(handler, request, params)
+        from .system.slots import change_slot
+
+        with change_slot(config):
+            return call_handler(handler, request, params)
     except HTTPError as error:
         if error.code == 500:
             _log(environ, "appliance-api: %s %s: %s\n"
                  % (environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), error.reason))
-        return Response(error.body(), error.code)
+        return Response(error.body(), error.code, headers=error.headers)
     except Exception as error:
         import traceback  # 5 ms at start-up: only failures pay for it
 

@@ -61,6 +61,12 @@ DEFAULTS = {
         "config_bytes": "1048576",
         "certificate_bytes": "262144",
         "custom503_bytes": "16384",
+        # Changes (PUT, DELETE) that may run at once, appliance-wide: each holds
+        # a Python process with cryptography or psutil loaded (about 25 MB).
+        # One over the cap waits up to change_wait seconds for a slot, then is
+        # answered 503 with Retry-After, having changed nothing. Reads are not capped.
+        "concurrent_changes": "4",
+        "change_wait": "2",
     },
     "testing": {
         # Seconds between writing a file and renaming it into place, so that

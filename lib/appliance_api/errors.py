@@ -16,6 +16,7 @@ class HTTPError(Exception):
         if reason:
             self.reason = reason
         self.detail = detail
+        self.headers = []
 
     def body(self):
         text = self.reason + "\n"
@@ -49,3 +50,14 @@ class RequestEntityTooLarge(HTTPError):
 class ServerError(HTTPError):
     """The API could not do its job; the reason is one line an operator can act on."""
     code = 500
+
+
+class ServiceUnavailable(HTTPError):
+    """Try again later: the appliance is busy, or a cluster transition runs.
+    Nothing was changed; Retry-After says when to come back."""
+    code = 503
+    reason = "Service Unavailable"
+
+    def __init__(self, reason=None, detail="", retry_after=1):
+        super().__init__(reason, detail)
+        self.headers = [("Retry-After", str(int(retry_after)))]

@@ -9,6 +9,7 @@
         custom503.http              a full HTTP response for haproxy's errorfile
         certificates/<name>.pem     key + certificate + chain, mode 0600
     <state_dir>/status-sample.json  the last /status sample, for rates
+    <state_dir>/change-slots/<n>    flock()ed by a change in progress (the cap)
 
 An instance exists while it has any uploaded file (a config, the 503 page or
 a certificate); the lock, pid files and logs alone do not make one.
@@ -37,6 +38,10 @@ def instances_dir(state_dir):
 
 def status_sample_path(state_dir):
     return os.path.join(state_dir, "status-sample.json")
+
+
+def change_slot_path(state_dir, number):
+    return os.path.join(state_dir, "change-slots", str(number))
 
 
 class Instance:

@@ -191,7 +191,10 @@ def describe_daemons(api):
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, pki):  # noqa: F811
-    api = start_site(str(tmp_path_factory.mktemp("concurrency-site")), pki)
+    # 50 writers truly at once: the appliance-wide cap on concurrent changes
+    # (4 by default, tests/e2e/test_edge.py) would queue them and test less.
+    api = start_site(str(tmp_path_factory.mktemp("concurrency-site")), pki,
+                     api_settings={"limits": {"concurrent_changes": "64"}})
     try:
         yield api
     finally:
