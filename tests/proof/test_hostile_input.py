@@ -196,7 +196,7 @@ def layout_problems(state_dir, allow=()):
     more names an instance folder may hold (files an uploaded config asked for)."""
     problems = []
     for name in os.listdir(state_dir):
-        if name not in ("instances", "status-sample.json"):
+        if name not in ("instances", "status-sample.json", "change-slots"):
             problems.append(name)
     instances = os.path.join(state_dir, "instances")
     for name in os.listdir(instances) if os.path.isdir(instances) else []:

@@ -1,4 +1,5 @@
 """Run a program with an argument list (never a shell) and collect what it said."""
+import os
 import subprocess
 
 from ..errors import ServerError
@@ -32,14 +33,34 @@ def run(argv, timeout=30):
     return Result(completed.returncode, completed.stdout.decode("utf-8", "replace"))
 
 
-def spawn(argv, log_path):
+def spawn(argv, log_path, appender="/usr/bin/tee"):
     """Start a long-running daemon detached from this request: its own session,
-    no inherited descriptors, output appended to log_path. Returns the Popen."""
-    with open(log_path, "ab") as log:
+    no inherited descriptors, its output appended to log_path. Returns the Popen.
+
+    The output goes through a pipe to `tee -a`, which appends to log_path and
+    exits when the daemon's last process does. haproxy sets O_NONBLOCK on its
+    stdout with F_SETFL, which clears O_APPEND on a file handed to it directly:
+    after logrotate's copytruncate it went on writing at its old offset,
+    leaving the new file a hole of NULs as long as the old one.
+    """
+    read_end, write_end = os.pipe()
+    try:
         try:
-            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    close_fds=True, start_new_session=True)
-        except FileNotFoundError:
-            raise ServerError("Program not found: %s" % argv[0])
-        except PermissionError:
+            logger = subprocess.Popen([appender, "-a", log_path], stdin=read_end,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      close_fds=True, start_new_session=True)
+        except OSError as error:
+            raise ServerError("Program not usable: %s (%s)" % (appender, error.strerror))
+        try:
+            daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=write_end,
+                                      stderr=write_end, close_fds=True, start_new_session=True)
+            daemon.logger = logger  # done writing the log once the daemon is gone
+            return daemon
+        except OSError as error:
+            logger.kill()
+            if isinstance(error, FileNotFoundError):
+                raise ServerError("Program not found: %s" % argv[0])
             raise ServerError("Program not executable: %s" % argv[0])
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -9,6 +9,7 @@ says whether the new configuration took.
 import os
 import re
 import signal
+import subprocess
 import time
 
 from . import commands, processes
@@ -78,9 +79,12 @@ class Daemon:
             return 0
 
     def _log_since(self, offset):
+        """What the daemon logged after offset. logrotate's copytruncate may
+        have emptied the file since offset was taken: then all of it is new."""
         try:
             with open(self.log_path, "rb") as log:
-                log.seek(offset)
+                if os.fstat(log.fileno()).st_size >= offset:
+                    log.seek(offset)
                 return log.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return ""
@@ -125,9 +129,16 @@ class Haproxy(Daemon):
                                  "-p", self.pid_file], self.log_path)
         marker, text = self._wait_for_log(offset, [self.SUCCESS], lambda: daemon.poll() is None)
         if marker is None:
-            if daemon.poll() is None:
+            timed_out = daemon.poll() is None
+            if timed_out:
                 daemon.kill()
                 daemon.wait(2)
+            try:
+                daemon.logger.wait(2)  # its last words are still in the pipe
+            except subprocess.TimeoutExpired:
+                pass
+            text = self._log_since(offset)
+            if timed_out:
                 raise DaemonFailed("haproxy did not start within %gs" % self.start_timeout, text)
             raise DaemonFailed("haproxy failed to start", text)
         self._wait_ready(processes.process_of(daemon.pid))
@@ -180,7 +191,10 @@ class Stunnel(Daemon):
         """Fill the template, then set the options the API manages (pid file,
         log, forking) last in the global section, where stunnel lets them win."""
         text = super().render(template)
-        managed = ("; managed by appliance-api\npid = %s\noutput = %s\nforeground = no\n"
+        # log = append: the log the API reads reload verdicts from is never
+        # truncated by stunnel, and logrotate's copytruncate works.
+        managed = ("; managed by appliance-api\npid = %s\noutput = %s\nlog = append\n"
+                   "foreground = no\n"
                    % (os.path.abspath(self.pid_file), os.path.abspath(self.log_path)))
         if _global_debug_level(text) < self.NOTICE:
             # A reload is confirmed by "Configuration successful", a notice.

@@ -1,0 +1,21 @@
+"""Reading a daemon's verdict from its log survives logrotate's copytruncate."""
+import os
+
+from appliance_api.layout import Instance
+from appliance_api.system.daemons import Haproxy
+
+
+def test_a_log_truncated_since_the_offset_is_read_from_its_start(config, instance_id):
+    instance = Instance(config.state_dir, instance_id)
+    daemon = Haproxy(instance, config)
+    os.makedirs(instance.dir)
+    with open(daemon.log_path, "w") as log:
+        log.write("old line\n" * 100)
+    offset = daemon._log_size()
+    assert daemon._log_since(offset) == ""
+    with open(daemon.log_path, "w") as log:  # what copytruncate leaves, then a new line
+        log.write("Loading success.\n")
+    assert daemon._log_since(offset) == "Loading success.\n"
+    with open(daemon.log_path, "a") as log:
+        log.write("more\n")
+    assert daemon._log_since(len("Loading success.\n")) == "more\n"
