@@ -10,8 +10,8 @@ import time
 import psutil
 
 CURL_TIMEOUT = 30
-# What curl prints after the body: the status code and the Content-Type.
-WRITE_OUT = "\n%{http_code}\n%{content_type}"
+# What curl prints after the body: the status code, the Content-Type, the HTTP version.
+WRITE_OUT = "\n%{http_code}\n%{content_type}\n%{http_version}"
 
 # accesslog.format = "%h %V %u %t \"%r\" %>s %b %D" (conf/lighttpd.conf)
 ACCESS_LINE = re.compile(
@@ -27,10 +27,11 @@ class Reply:
     def __init__(self, completed):
         self.returncode = completed.returncode
         self.stderr = completed.stderr.decode("utf-8", "replace")
-        body, code, content_type = completed.stdout.rsplit(b"\n", 2)
+        body, code, content_type, http_version = completed.stdout.rsplit(b"\n", 3)
         self.status = int(code)
         self.body = body.decode("utf-8")
         self.content_type = content_type.decode("ascii")
+        self.http_version = http_version.decode("ascii")
 
     @property
     def lines(self):
