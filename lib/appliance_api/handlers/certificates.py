@@ -41,7 +41,7 @@ def delete_certificate(request, instance, filename):
         if not os.path.exists(path):
             raise NotFound()
         users = [service for service in instance.configured_services()
-                 if _names(instance.rendered(service), path)]
+                 if _reads(instance, service, path, request.config)]
         if users:
             raise Conflict("Certificate is in use by the %s configuration" % " and ".join(users))
         files.remove(path)
@@ -54,6 +54,13 @@ def etag(data):
     return ("ETag", '"%s"' % hashlib.sha256(data).hexdigest())
 
 
-def _names(config_path, certificate_path):
-    config_text = files.read(config_path)
-    return config_text is not None and os.path.abspath(certificate_path).encode() in config_text
+def _reads(instance, service, certificate_path, config):
+    """Whether the stored config reads the certificate, as the daemon resolves
+    its paths: crt-base and ca-base, a folder given as `crt`, // and .. folded."""
+    from ..sharedstate import scan_template
+
+    template = files.read(instance.template(service))
+    if template is None:
+        return False
+    scan = scan_template(instance, service, template.decode("utf-8", "replace"), config)
+    return scan.names_file(certificate_path)

@@ -1,0 +1,183 @@
+"""configscan: listeners read with certainty or refused, the files a config
+names kept inside its own instance folder, and "in use" decided the way the
+daemons resolve paths (crt-base, folders, // and ..)."""
+import os
+
+import pytest
+
+from appliance_api.configscan import Scan
+from appliance_api.errors import Conflict
+
+MYIP = "10.0.0.2"
+STATE = "/srv/state"
+OWN = STATE + "/instances/11111111-1111-4111-8111-111111111111"
+OTHER = STATE + "/instances/22222222-2222-4222-8222-222222222222"
+
+
+def haproxy(line):
+    return Scan("haproxy", "global\n    maxconn 10\nfrontend f\n%s\n" % line, OWN)
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("bind 192.0.2.10:80", {"192.0.2.10"}),
+    ("  bind 192.0.2.10:443 ssl crt /x.pem", {"192.0.2.10"}),
+    ("bind 192.0.2.10:80,192.0.2.11:81", {"192.0.2.10", "192.0.2.11"}),
+    ("bind ipv4@192.0.2.12:80", {"192.0.2.12"}),
+    ("bind [2001:db8::5]:443", {"2001:db8::5"}),
+    ("bind ipv6@2001:db8::6:443", {"2001:db8::6"}),
+    ("bind 2001:db8::7:8000-8010", {"2001:db8::7"}),
+    ("bind :80", set()),
+    ("bind *:80", set()),
+    ("bind 0.0.0.0:80", set()),
+    ("bind :::80", set()),
+    ("bind 127.0.0.1:80", set()),
+    ("bind ::1:80", set()),
+    ("bind 10.0.0.2:80", set()),            # the management address
+    ("bind unix@/run/x.sock", set()),
+    ("bind /run/x.sock", set()),
+    ("# bind 192.0.2.99:80", set()),
+    ("bind 192.0.2.13:80 # comment", {"192.0.2.13"}),
+    ("server s1 192.0.2.50:80", set()),     # a backend is not a service IP
+])
+def test_haproxy_service_ips(line, expected):
+    scan = haproxy(line)
+    assert scan.problems == []
+    assert scan.service_ips(MYIP) == expected
+
+
+@pytest.mark.parametrize("line", [
+    "bind localhost:8080",
+    'bind "127.0.0.1:8080"',
+    "bind '192.0.2.1:80'",
+    "bind ${ADDR}:80",
+    "bind $ADDR:80",
+    "bind 127.0.0.1\\:8080",
+    "bind www.example.com:80",
+    "bind fd@3",
+    "bind sockpair@4",
+    "bind 192.0.2.1",
+    "bind 192.0.2.1:http",
+    "bind 192.0.2.1:70000",
+    'bind "192.0.2.1:80',
+])
+def test_listening_lines_that_are_not_literal_are_refused_with_their_line(line):
+    scan = haproxy(line)
+    assert len(scan.problems) == 1, scan.problems
+    assert scan.problems[0].startswith("line 4: %s: " % line.strip())
+    with pytest.raises(Conflict) as refused:
+        scan.check(STATE)
+    assert refused.value.detail.startswith("line 4: ")
+
+
+def test_a_stats_socket_on_an_address_is_a_listener():
+    scan = Scan("haproxy", "global\n    stats socket ipv4@192.0.2.40:9999 level admin\n", OWN)
+    assert [str(l) for l in scan.listeners] == ["192.0.2.40:9999"]
+    assert haproxy("").listeners == []
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("accept = 192.0.2.20:443", {"192.0.2.20"}),
+    ("accept=192.0.2.21:443", {"192.0.2.21"}),
+    ("Accept = 192.0.2.22:443", {"192.0.2.22"}),
+    ("accept = :::443", set()),
+    ("accept = 443", set()),
+    ("accept = 2001:db8::20:443", {"2001:db8::20"}),
+    ("connect = 192.0.2.30:80", set()),
+    ("; accept = 192.0.2.31:443", set()),
+])
+def test_stunnel_service_ips(line, expected):
+    scan = Scan("stunnel", "[svc]\n%s\n" % line, OWN)
+    assert scan.problems == []
+    assert scan.service_ips(MYIP) == expected
+
+
+def test_stunnel_host_names_are_refused():
+    scan = Scan("stunnel", "[svc]\naccept = localhost:443\n", OWN)
+    assert scan.problems == ["line 2: accept = localhost:443: localhost:443 is not a literal "
+                             "[address:]port (use an IP address, [IPv6], * or {MYIP}; host "
+                             "names are refused)"]
+
+
+def test_listeners_overlap():
+    found = haproxy("bind 192.0.2.1:80,:8000-8010\nbind [2001:db8::1]:443").listeners
+    assert [str(listener) for listener in found] == ["192.0.2.1:80", "*:8000-8010",
+                                                     "[2001:db8::1]:443"]
+    one, wildcard, _six = found
+    assert one.overlaps(one) and wildcard.overlaps(haproxy("bind 192.0.2.9:8005").listeners[0])
+    assert not one.overlaps(haproxy("bind 192.0.2.2:80").listeners[0])
+    assert not one.overlaps(haproxy("bind 192.0.2.1:81").listeners[0])
+    assert not wildcard.overlaps(haproxy("bind :8011").listeners[0])
+
+
+@pytest.mark.parametrize("line", [
+    "stats socket %s/haproxy.pid" % OTHER,
+    "stats socket %s/../22222222-2222-4222-8222-222222222222/haproxy.pid" % OWN,
+    "errorfile 503 %s//custom503.http" % OTHER,
+    "errorfile 503 %s/status-sample.json" % STATE,
+    "bind unix@%s/x.sock" % OTHER,
+    "stats socket %s/haproxy.pid" % OWN,        # the API's own files in its own folder
+    "stats socket %s/master.sock" % OWN,
+    "errorfile 503 %s/lock" % OWN,
+    "errorfile 503 ../22222222-2222-4222-8222-222222222222/custom503.http",
+])
+def test_files_outside_the_own_folder_in_the_state_folder_are_refused(line):
+    scan = haproxy(line)
+    with pytest.raises(Conflict) as refused:
+        scan.check(STATE)
+    assert refused.value.detail.startswith("line 4: ")
+
+
+@pytest.mark.parametrize("line", [
+    "errorfile 503 %s/custom503.http" % OWN,
+    "bind 192.0.2.1:443 ssl crt %s/certificates/www.example.com.pem" % OWN,
+    "stats socket %s/stats.sock" % OWN,
+    "log /dev/log local0",
+    "bind :443 ssl crt %s/certificates/x.pem ca-file /etc/ssl/certs/ca-certificates.crt" % OWN,
+    "http-request redirect location /login",
+    "http-response set-header Content-Type text/html",
+])
+def test_own_files_and_system_paths_are_fine(line):
+    haproxy(line).check(STATE)
+
+
+def test_stunnel_files_must_be_absolute_and_inside():
+    good = Scan("stunnel", "[s]\naccept = 443\ncert = %s/certificates/a.pem\n" % OWN, OWN)
+    good.check(STATE)
+    relative = Scan("stunnel", "[s]\naccept = 443\ncert = certificates/a.pem\n", OWN)
+    assert relative.problems[0].startswith("line 3: cert = certificates/a.pem: use an absolute")
+    foreign = Scan("stunnel", "[s]\naccept = 443\nkey = %s/certificates/a.pem\n" % OTHER, OWN)
+    with pytest.raises(Conflict):
+        foreign.check(STATE)
+
+
+CERT = OWN + "/certificates/www.example.com.pem"
+
+
+@pytest.mark.parametrize("config, in_use", [
+    ("frontend f\n    bind :443 ssl crt %s\n" % CERT, True),
+    ("global\n    crt-base %s/certificates\nfrontend f\n    bind :443 ssl crt www.example.com.pem\n"
+     % OWN, True),
+    ("frontend f\n    bind :443 ssl crt %s/certificates\n" % OWN, True),          # a folder
+    ("frontend f\n    bind :443 ssl crt %s/certificates/\n" % OWN, True),
+    ("frontend f\n    bind :443 ssl crt %s//certificates//www.example.com.pem\n" % OWN, True),
+    ("frontend f\n    bind :443 ssl crt certificates/www.example.com.pem\n", True),  # cwd
+    ("backend b\n    server s 192.0.2.1:443 ssl ca-file %s\n" % CERT, True),
+    ("frontend f\n    bind :443 ssl crt %s/certificates/other.pem\n" % OWN, False),
+    ("frontend f\n    bind :443 ssl crt %s.bak\n" % CERT, False),
+    ("global\n    crt-base /etc/ssl\nfrontend f\n    bind :443 ssl crt www.example.com.pem\n",
+     False),
+])
+def test_in_use_follows_the_daemons_path_rules(config, in_use):
+    assert Scan("haproxy", config, OWN).names_file(CERT) is in_use
+
+
+@pytest.mark.parametrize("config, in_use", [
+    ("[s]\naccept = 443\ncert = %s\n" % CERT, True),
+    ("[s]\naccept = 443\ncert = %s/x.pem\nkey = %s\n" % (OWN, CERT), True),
+    ("[s]\naccept = 443\nCAfile = %s\n" % CERT, True),
+    ("[s]\naccept = 443\nCApath = %s/certificates\n" % OWN, True),
+    ("[s]\naccept = 443\ncert = %s/certificates/x.pem\n" % OWN, False),
+])
+def test_in_use_for_stunnel(config, in_use):
+    assert Scan("stunnel", config, OWN).names_file(CERT) is in_use
+    assert os.path.isabs(CERT)
