@@ -84,6 +84,9 @@ install:
 	install -m 0755 cgi-bin/appliance-api $(DESTDIR)$(PREFIX)/lib/appliance-api/cgi-bin/
 	cd lib && find appliance_api -name '*.py' -exec install -D -m 0644 {} $(DESTDIR)$(PREFIX)/lib/appliance-api/lib/{} \;
 	install -m 0755 tools/lighttpd_local.py $(DESTDIR)$(PREFIX)/lib/appliance-api/tools/
+	install -D -m 0755 bin/octctl $(DESTDIR)$(PREFIX)/lib/appliance-api/bin/octctl
+	install -d $(DESTDIR)$(PREFIX)/sbin
+	ln -sf ../lib/appliance-api/bin/octctl $(DESTDIR)$(PREFIX)/sbin/octctl
 	install -d $(DESTDIR)$(SYSCONFDIR)/appliance-api
 	install -m 0644 conf/lighttpd.conf $(DESTDIR)$(SYSCONFDIR)/appliance-api/lighttpd.conf
 	test -e $(DESTDIR)$(SYSCONFDIR)/appliance-api/appliance-api.ini || \

@@ -5,11 +5,14 @@
         haproxy.cfg                 the template as uploaded (what GET returns)
         haproxy.rendered.cfg        {MYIP} and {INSTANCE_DIR} filled in: what runs
         haproxy.pid  haproxy.log    the daemon's pid file and its own output
+        master.sock                 haproxy's master CLI: reload verdicts
         stunnel.conf  stunnel.rendered.conf  stunnel.pid  stunnel.log
         custom503.http              a full HTTP response for haproxy's errorfile
         certificates/<name>.pem     key + certificate + chain, mode 0600
     <state_dir>/status-sample.json  the last /status sample, for rates
     <state_dir>/change-slots/<n>    flock()ed by a change in progress (the cap)
+    <state_dir>/appliance.lock      flock()ed while what instances share changes
+    <state_dir>/owned-addresses.json  the service IPs the API added (and may remove)
 
 An instance exists while it has any uploaded file (a config, the 503 page or
 a certificate); the lock, pid files and logs alone do not make one.
@@ -28,6 +31,12 @@ RENDERED_NAMES = {"haproxy": "haproxy.rendered.cfg", "stunnel": "stunnel.rendere
 CUSTOM503_NAME = "custom503.http"
 CERTIFICATES_NAME = "certificates"
 LOCK_NAME = "lock"
+MASTER_SOCKET_NAME = "master.sock"
+# The API's own files in an instance folder: a config may not name them.
+MANAGED_NAMES = frozenset([LOCK_NAME, MASTER_SOCKET_NAME] + list(TEMPLATE_NAMES.values())
+                          + list(RENDERED_NAMES.values())
+                          + ["%s.%s" % (service, kind) for service in SERVICES
+                             for kind in ("pid", "log")])
 
 _instance_id_match = re.compile(INSTANCE_ID + r"\Z").match
 
@@ -38,6 +47,14 @@ def instances_dir(state_dir):
 
 def status_sample_path(state_dir):
     return os.path.join(state_dir, "status-sample.json")
+
+
+def appliance_lock_path(state_dir):
+    return os.path.join(state_dir, "appliance.lock")
+
+
+def owned_addresses_path(state_dir):
+    return os.path.join(state_dir, "owned-addresses.json")
 
 
 def change_slot_path(state_dir, number):
@@ -67,6 +84,10 @@ class Instance:
 
     def log(self, service):
         return os.path.join(self.dir, service + ".log")
+
+    @property
+    def master_socket(self):
+        return os.path.join(self.dir, MASTER_SOCKET_NAME)
 
     def certificate(self, filename):
         return os.path.join(self.certificates_dir, filename)

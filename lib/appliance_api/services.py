@@ -7,49 +7,30 @@ before the request, or as the request asked; never in between.
 """
 import os
 
+from . import sharedstate
 from .errors import Conflict, ServerError
-from .layout import SERVICES, existing_instances
+from .layout import SERVICES
 from .system import files
 from .system.daemons import DaemonFailed, daemon_for
-from .system.network import Network, bound_addresses, describe, listeners, overlap
-
-
-def management_address(config):
-    return config.get("api", "management_address")
-
-
-def instance_addresses(instance, config, services=SERVICES):
-    """Service IPs the instance's rendered configs bind."""
-    found = set()
-    for service in services:
-        text = files.read(instance.rendered(service))
-        if text is not None:
-            found |= bound_addresses(service, text.decode("utf-8", "replace"),
-                                     management_address(config))
-    return found
-
-
-def release_unused_addresses(candidates, config):
-    """Drop the addresses among candidates that no instance's config binds any more."""
-    if not candidates:
-        return
-    in_use = set()
-    for instance in existing_instances(config.state_dir):
-        in_use |= instance_addresses(instance, config, instance.configured_services())
-    network = Network(config)
-    for address in sorted(candidates - in_use):
-        network.remove(address)
+from .system.locks import appliance_lock
 
 
 def put_config(instance, service, template, config):
-    """Check, store and run a new config template; the answer's lines after OK."""
+    """Check, store and run a new config template; the answer's lines after OK.
+
+    Shared state: the listeners are claimed (checked against every other
+    stored config, and the template stored) in one short section under the
+    appliance lock, with the service IPs of the old and the new config both
+    on the interface; once the daemon runs the new config, a second short
+    section converges them to what is stored. On failure the old files are
+    put back and the network converged to them."""
     daemon = daemon_for(service, instance, config)
     try:
-        rendered = daemon.render(template.decode("utf-8")).encode("utf-8")
+        text = template.decode("utf-8")
     except UnicodeDecodeError:
         raise Conflict("Invalid configuration", "The configuration is not UTF-8 text")
+    rendered = daemon.render(text).encode("utf-8")
     template_path, rendered_path = instance.template(service), instance.rendered(service)
-    refuse_shared_listeners(instance, service, rendered.decode("utf-8"), config)
 
     lines = []
     # A dot-name ending .tmp: swept up like any temporary if this request dies.
@@ -63,74 +44,68 @@ def put_config(instance, service, template, config):
         raise Conflict("Invalid configuration", output.replace(candidate, template_path))
     if output.strip():
         lines.append(output.strip())
+    # After the daemon's own check, whose errors say more about a broken config.
+    scan = sharedstate.scan_template(instance, service, text, config)
+    scan.check(config.state_dir)
 
     old_template, old_rendered = files.read(template_path), files.read(rendered_path)
-    old_addresses = instance_addresses(instance, config, [service])
     was_running = daemon.process() is not None
-    new_addresses = bound_addresses(service, rendered.decode("utf-8"), management_address(config))
-    try:
-        network = Network(config)
-        for address in sorted(new_addresses):
-            network.add(address)
+    with appliance_lock(config.state_dir):
+        view = sharedstate.ApplianceView(config)
+        view.refuse_shared_listeners(instance, service, scan)
+        old_scan = view.scans.get((instance.id, service))
+        network = sharedstate.Network(config)
+        # Rendered first, template last: the template is the claim others see.
         files.write_atomic(rendered_path, rendered)
         files.write_atomic(template_path, template)
+        try:
+            network.converge(view.service_ips(scan))  # old and new: no gap for either
+        except BaseException:
+            files.restore(template_path, old_template)
+            files.restore(rendered_path, old_rendered)
+            raise
+    try:
         lines.append(daemon.apply())
     except BaseException as error:
-        files.restore(template_path, old_template)
-        files.restore(rendered_path, old_rendered)
-        release_unused_addresses(new_addresses - old_addresses, config)
+        with appliance_lock(config.state_dir):
+            files.restore(template_path, old_template)
+            files.restore(rendered_path, old_rendered)
         _bring_back(daemon, was_running)
+        sharedstate.converge(config)
         if isinstance(error, DaemonFailed):
             raise Conflict("Invalid configuration", "%s\n%s" % (error, error.output))
         raise
-    release_unused_addresses(old_addresses - new_addresses, config)
+    if old_scan is not None:
+        sharedstate.converge(config)  # the old config's addresses, if it had others
     return lines
-
-
-def refuse_shared_listeners(instance, service, rendered, config):
-    """Conflict if the config would listen where another config already does:
-    haproxy's SO_REUSEPORT would let both start and split the traffic."""
-    wanted = listeners(service, rendered)
-    if not wanted:
-        return
-    for other in existing_instances(config.state_dir):
-        for other_service in other.configured_services():
-            if (other.id, other_service) == (instance.id, service):
-                continue  # the config this one replaces
-            text = files.read(other.rendered(other_service))
-            for taken in listeners(other_service, (text or b"").decode("utf-8", "replace")):
-                for listener in wanted:
-                    if overlap(listener, taken):
-                        raise Conflict("Address already in use", "%s is taken by the %s config "
-                                       "of instance %s" % (describe(listener), other_service,
-                                                           other.id))
 
 
 def delete_config(instance, service, config):
     daemon = daemon_for(service, instance, config)
-    addresses = instance_addresses(instance, config, [service])
     stopped = daemon.stop()
-    for path in (instance.template(service), instance.rendered(service)):
-        files.remove(path)
-    release_unused_addresses(addresses, config)
+    with appliance_lock(config.state_dir):
+        for path in (instance.template(service), instance.rendered(service)):
+            files.remove(path)
+    sharedstate.converge(config)
     return daemon.killed_message() if stopped else "%s daemon %s was not running." % (
         service, instance.id)
 
 
 def delete_instance(instance, config):
-    """Stop every daemon (stunnel in front first), drop unused addresses, remove files."""
-    addresses = instance_addresses(instance, config)
+    """Stop every daemon (stunnel in front first), remove files, drop unused addresses."""
     lines = []
     for service in reversed(SERVICES):
         daemon = daemon_for(service, instance, config)
         if daemon.stop():
             lines.append(daemon.killed_message())
-        files.remove(instance.template(service))
-        files.remove(instance.rendered(service))
+    with appliance_lock(config.state_dir):
+        for service in SERVICES:
+            files.remove(instance.template(service))
+            files.remove(instance.rendered(service))
     files.remove(instance.custom503)
     for name in instance.certificate_names():
         files.remove(instance.certificate(name))
-    release_unused_addresses(addresses, config)
+    sharedstate.converge(config)
     return lines
 
 

@@ -6,125 +6,61 @@ documentation ranges (192.0.2.0/24, 2001:db8::/32) on the namespace's own
 interface: no packet leaves it, and nothing outside it is touched.
 """
 import os
-import re
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import uuid
 
 import pytest
 
-ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import devsite  # noqa: E402
+from support.netns import ROOT, Namespace, Site, haproxy_config, host_snapshot
 
 VIP = "192.0.2.10"
 VIP_OTHER = "192.0.2.20"
 VIP6 = "2001:db8::10"
-INTERFACE = "vip0"
-
-
-def run(*argv, check=True):
-    return subprocess.run(argv, check=check, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True).stdout
-
-
-def host_snapshot():
-    """What the test must leave alone: the host's addresses and firewall."""
-    return run("ip", "-o", "addr"), run("iptables-save").count("APPLIANCE"), \
-        run("ip6tables-save").count("APPLIANCE")
 
 
 @pytest.fixture(scope="module")
 def namespace():
-    name = "appliance-test-%d" % os.getpid()
     before = host_snapshot()
-    run("ip", "netns", "add", name)
+    namespace_ = Namespace("appliance-test-%d" % os.getpid())
     try:
-        inside = ("ip", "netns", "exec", name)
-        run(*inside, "ip", "link", "set", "lo", "up")
-        run(*inside, "ip", "link", "add", INTERFACE, "type", "veth", "peer", "name", "vip0-peer")
-        run(*inside, "ip", "link", "set", INTERFACE, "up")
-        run(*inside, "ip", "link", "set", "vip0-peer", "up")
-        yield inside
+        yield namespace_
     finally:
-        for pid in run("ip", "netns", "pids", name, check=False).split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        run("ip", "netns", "del", name, check=False)
+        namespace_.close()
     assert host_snapshot() == before
 
 
 @pytest.fixture(scope="module")
 def api(namespace):
-    folder = tempfile.mkdtemp(prefix="appliance-netns-")
-    pki_dir = os.path.join(folder, "pki")
-    run(sys.executable, os.path.join(ROOT, "tools", "pki.py"), "--out", pki_dir)
-    port = 8443
-    conf = devsite.write_site(folder, ["127.0.0.1"], port, pki_dir, sys.executable,
-                              manage_network=True, vip_interface=INTERFACE)
-    lighttpd = devsite.start_lighttpd(conf, "127.0.0.1", port, prefix=namespace)
-
-    def curl(method, path, data=None):
-        argv = list(namespace) + ["curl", "-s", "-S", "--cacert", os.path.join(pki_dir, "ca.pem"),
-                                  "-E", os.path.join(pki_dir, "client.pem"), "-X", method,
-                                  "-w", "\n%{http_code}", "https://127.0.0.1:%d%s" % (port, path)]
-        if data is not None:
-            argv += ["--data-binary", "@-", "-H", "Content-Type: text/plain"]
-        output = subprocess.run(argv, input=data, stdout=subprocess.PIPE, text=True,
-                                check=True).stdout
-        body, _, code = output.rpartition("\n")
-        return int(code), body
-
+    site = Site(namespace)
     try:
-        yield curl
+        yield site
     finally:
-        devsite.stop_lighttpd(lighttpd)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def haproxy_config(*binds):
-    # noreuseport: haproxy binds with SO_REUSEPORT by default, and two of them
-    # could then share a port; without it a taken port fails the start.
-    lines = ["global", "    maxconn 64", "    noreuseport", "defaults", "    mode http", "    timeout connect 1s",
-             "    timeout client 5s", "    timeout server 5s", "frontend web"]
-    lines += ["    bind %s" % bind for bind in binds]
-    lines += ['    http-request return status 200 content-type text/plain string "vip-ok"']
-    return "\n".join(lines) + "\n"
+        site.close()
 
 
 def addresses(namespace):
-    return set(re.findall(r"inet6? (\S+)/", run(*namespace, "ip", "addr", "show", "dev", INTERFACE)))
+    return namespace.addresses()
 
 
 def accounting(namespace, program):
-    """{(chain, address): bytes} from `iptables-save -c`, plus the hooks that jump to our chains."""
-    rules, hooks = {}, set()
-    for line in run(*namespace, program, "-c").splitlines():
-        match = re.match(r"\[(\d+):(\d+)\] -A (APPLIANCE-VIP-(?:IN|OUT)) -[sd] (\S+?)/\d+ ", line)
-        if match:
-            rules[(match.group(3), match.group(4))] = int(match.group(2))
-        match = re.match(r"\[\d+:\d+\] -A (INPUT|OUTPUT) -j (APPLIANCE-VIP-(?:IN|OUT))", line)
-        if match:
-            hooks.add(match.groups())
-    return rules, hooks
+    """({(chain, address): bytes}, {(hook, chain)}) of our chains."""
+    rules, hooks = namespace.accounting(program)
+    assert all(len(counts) == 1 for counts in rules.values()), rules  # no duplicates
+    return {key: counts[0] for key, counts in rules.items()}, set(hooks)
 
 
 def fetch_port_open(namespace, address, port, attempts=50):
     probe = "import socket; socket.create_connection((%r, %d), 0.5)" % (address, port)
     for _ in range(attempts):
-        if subprocess.run(list(namespace) + [sys.executable, "-c", probe],
+        if subprocess.run(list(namespace.prefix) + [sys.executable, "-c", probe],
                           stderr=subprocess.DEVNULL).returncode == 0:
             return True
     return False
 
 
 def fetch(namespace, url):
-    return run(*namespace, "curl", "-s", "-g", "--max-time", "5", url)
+    return namespace.fetch(url)
 
 
 def test_shared_service_ip_lives_until_its_last_user_is_deleted(namespace, api):
@@ -150,13 +86,13 @@ def test_shared_service_ip_lives_until_its_last_user_is_deleted(namespace, api):
     # and split the port's traffic; the API refuses the second.
     code, body = api("PUT", "/instances/%s/haproxy" % third, haproxy_config("%s:8001" % VIP))
     assert code == 409, body
-    assert body == ("Address already in use\n%s:8001 is taken by the haproxy config of instance "
-                    "%s\n" % (VIP, first))
+    assert body == ("Address already in use\nline 10: %s:8001 is taken by the haproxy config of "
+                    "instance %s\n" % (VIP, first))
 
     # A config that passes the check but cannot start (its port on the shared VIP
     # is held by a process of the namespace): the address it brought is taken away
     # again, the shared one stays.
-    holder = subprocess.Popen(list(namespace) + [
+    holder = subprocess.Popen(list(namespace.prefix) + [
         sys.executable, "-c", "import socket, time; s = socket.socket(); "
         "s.bind((%r, 8009)); s.listen(); time.sleep(60)" % VIP])
     try:
@@ -198,3 +134,50 @@ def test_moving_an_instance_to_another_ip_releases_the_old_one(namespace, api):
     assert fetch(namespace, "http://%s:8101/" % VIP_OTHER) == "vip-ok"
     assert api("DELETE", "/instances/" + instance)[0] == 200
     assert VIP_OTHER not in addresses(namespace)
+
+
+def test_octctl_reconcile_repairs_what_was_broken_by_hand(namespace, api):
+    """`octctl reconcile` (also run before lighttpd starts at boot) converges
+    the machine to the stored configs: a lost address back, a leaked one the
+    API had added gone, a duplicate rule and jump gone; the operator's own
+    address kept. A second run finds nothing to do and writes nothing."""
+    instance = str(uuid.uuid4())
+    assert api("PUT", "/instances/%s/haproxy" % instance, haproxy_config("%s:8201" % VIP))[0] \
+        == 201
+    leaked, operators = "192.0.2.201", "192.0.2.202"
+    namespace.run("ip", "addr", "del", VIP + "/32", "dev", "vip0")
+    namespace.run("ip", "addr", "add", leaked + "/32", "dev", "vip0")
+    namespace.run("ip", "addr", "add", operators + "/32", "dev", "vip0")
+    record = os.path.join(api.state_dir, "owned-addresses.json")
+    with open(record, "w") as file:  # as a request killed right after adding it leaves it
+        file.write('["%s", "%s"]' % (VIP, leaked))
+    namespace.run("iptables", "-A", "APPLIANCE-VIP-IN", "-d", VIP + "/32", "-m", "comment",
+                  "--comment", "appliance-api service ip")
+    namespace.run("iptables", "-I", "INPUT", "-j", "APPLIANCE-VIP-IN")
+
+    octctl = list(namespace.prefix) + [os.path.join(ROOT, "bin", "octctl"), "--config",
+                                       os.path.join(api.folder, "appliance-api.ini"),
+                                       "reconcile"]
+    first = subprocess.run(octctl, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert first.returncode == 0, first.stdout
+    assert first.stdout == "service IPs: 1 desired, added %s, removed %s\n" % (VIP, leaked)
+    assert addresses(namespace) == {VIP, operators}
+    rules, hooks = accounting(namespace, "iptables-save")
+    assert set(rules) == {("APPLIANCE-VIP-IN", VIP), ("APPLIANCE-VIP-OUT", VIP)}
+    assert hooks == {("INPUT", "APPLIANCE-VIP-IN"), ("OUTPUT", "APPLIANCE-VIP-OUT")}
+    assert namespace.accounting()[1] == [("INPUT", "APPLIANCE-VIP-IN"),
+                                         ("OUTPUT", "APPLIANCE-VIP-OUT")]
+    assert fetch(namespace, "http://%s:8201/" % VIP) == "vip-ok"
+
+    def saved():  # without the dated comment lines
+        return [l for l in namespace.run("iptables-save", "-c").splitlines()
+                if not l.startswith("#")]
+    before = saved()
+    again = subprocess.run(octctl, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert again.stdout == "service IPs: 1 desired, added none, removed none\n"
+    assert saved() == before
+
+    assert api("DELETE", "/instances/" + instance)[0] == 200
+    assert addresses(namespace) == {operators}
+    assert namespace.chains() == []
+    namespace.run("ip", "addr", "del", operators + "/32", "dev", "vip0")

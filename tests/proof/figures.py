@@ -17,6 +17,9 @@ COLUMNS = [
     ("tls_refused", "requests refused at TLS"),
     ("concurrent_writers", "concurrent writers"),
     ("crash_trials", "crash trials"),
+    ("cross_instance_races", "cross-instance races"),
+    ("leaked_addresses", "leaked addresses"),
+    ("leaked_rules", "leaked or duplicate rules"),
 ]
 
 counts = collections.Counter()

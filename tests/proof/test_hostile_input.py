@@ -58,7 +58,7 @@ PAGE = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n\r\nsor
 # Every name the layout puts in an instance folder (layout.py).
 INSTANCE_FILES = {"lock", "haproxy.cfg", "haproxy.rendered.cfg", "haproxy.pid", "haproxy.log",
                   "stunnel.conf", "stunnel.rendered.conf", "stunnel.pid", "stunnel.log",
-                  "custom503.http", "certificates"}
+                  "custom503.http", "certificates", "master.sock"}
 
 
 # ---------------------------------------------------------------------------
@@ -196,7 +196,8 @@ def layout_problems(state_dir, allow=()):
     more names an instance folder may hold (files an uploaded config asked for)."""
     problems = []
     for name in os.listdir(state_dir):
-        if name not in ("instances", "status-sample.json", "change-slots"):
+        if name not in ("instances", "status-sample.json", "change-slots", "appliance.lock",
+                        "owned-addresses.json"):
             problems.append(name)
     instances = os.path.join(state_dir, "instances")
     for name in os.listdir(instances) if os.path.isdir(instances) else []:

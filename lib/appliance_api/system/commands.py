@@ -15,15 +15,17 @@ class Result:
         return self.returncode == 0
 
 
-def run(argv, timeout=30):
+def run(argv, timeout=30, stdin=None, cwd=None):
     """Run argv to completion; stdout and stderr together, as text.
 
     A program that is missing or cannot be executed is the appliance's
     problem, not the client's: ServerError (500) naming the program.
     """
     try:
-        completed = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, timeout=timeout, close_fds=True)
+        completed = subprocess.run(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
+            close_fds=True, cwd=cwd, **({"input": stdin.encode()} if stdin is not None
+                               else {"stdin": subprocess.DEVNULL}))
     except FileNotFoundError:
         raise ServerError("Program not found: %s" % argv[0])
     except PermissionError:
@@ -33,7 +35,7 @@ def run(argv, timeout=30):
     return Result(completed.returncode, completed.stdout.decode("utf-8", "replace"))
 
 
-def spawn(argv, log_path, appender="/usr/bin/tee"):
+def spawn(argv, log_path, cwd=None, appender="/usr/bin/tee"):
     """Start a long-running daemon detached from this request: its own session,
     no inherited descriptors, its output appended to log_path. Returns the Popen.
 
@@ -53,7 +55,8 @@ def spawn(argv, log_path, appender="/usr/bin/tee"):
             raise ServerError("Program not usable: %s (%s)" % (appender, error.strerror))
         try:
             daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=write_end,
-                                      stderr=write_end, close_fds=True, start_new_session=True)
+                                      stderr=write_end, close_fds=True, start_new_session=True,
+                                      cwd=cwd)
             daemon.logger = logger  # done writing the log once the daemon is gone
             return daemon
         except OSError as error:

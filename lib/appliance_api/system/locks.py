@@ -1,13 +1,28 @@
-"""One lock per instance: every change to an instance holds it for its whole duration.
+"""One lock per instance: every change to an instance holds it for its whole
+duration; and one appliance-wide lock, held briefly, around every step that
+reads or changes what instances share (listeners, service IPs, accounting).
+Order: an instance's lock first, then the appliance's, never the other way.
 
 flock() locks die with their process, so a request killed mid-way never
-leaves the instance locked.
+leaves anything locked.
 """
 import contextlib
 import fcntl
 import os
 
 from . import files
+from ..layout import appliance_lock_path
+
+
+@contextlib.contextmanager
+def appliance_lock(state_dir):
+    """Hold the appliance-wide lock (the state folder must exist)."""
+    fd = os.open(appliance_lock_path(state_dir), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -1,16 +1,30 @@
-"""Service IPs (VIPs) on the VIP interface, and one accounting rule per IP.
+"""Service IPs (VIPs) on the VIP interface, and one accounting rule per IP,
+converged to a desired set.
 
-Accounting lives in two chains of our own, jumped to from INPUT and OUTPUT
-(local traffic passes both): <prefix>-VIP-IN counts traffic to a service IP,
-<prefix>-VIP-OUT traffic from it. Rules have no target, so they only count;
-`iptables-save -c` shows the packets and bytes. ip6tables does the same for IPv6.
+Accounting lives in two chains of our own, jumped to once each from INPUT and
+OUTPUT (local traffic passes both): <prefix>-VIP-IN counts traffic to a
+service IP, <prefix>-VIP-OUT traffic from it. Rules have no target, so they
+only count; `iptables-save -c` shows the packets and bytes. ip6tables does
+the same for IPv6.
+
+converge() is idempotent and repairs whatever a killed request left: it
+reads what the machine has, and changes only the difference. Both chains
+(and the jumps) are rewritten in one `iptables-restore --noflush` transaction,
+keeping each surviving rule's counters; nothing is written when nothing
+differs. Addresses the API did not add (an operator's own) are never removed:
+the API keeps a record of those it added (layout.owned_addresses_path).
+Callers hold the appliance lock (system.locks.appliance_lock).
 """
 import ipaddress
+import json
+import re
 
-from . import commands
+from . import commands, files
 from ..errors import ServerError
+from ..layout import owned_addresses_path
 
 COMMENT = "appliance-api service ip"
+_SAVED_RULE = re.compile(r"^(?:\[(\d+):(\d+)\] )?-A (\S+) (.*)$")
 
 
 class Network:
@@ -21,114 +35,145 @@ class Network:
         prefix = config.get("network", "chain_prefix")
         self.chain_in = prefix + "-VIP-IN"
         self.chain_out = prefix + "-VIP-OUT"
+        self.record_path = owned_addresses_path(config.state_dir)
 
-    def add(self, address):
-        """Make sure address is on the VIP interface and counted; idempotent."""
+    def converge(self, desired):
+        """Make the VIP interface and the accounting chains carry exactly the
+        service IPs in desired (strings). On failure (a command refused) the
+        machine is left part of the way; the next converge finishes it."""
         if not self.enabled:
             return
-        ip = ipaddress.ip_address(address)
-        if ip.version == 6:
-            # Without nodad the address stays tentative for a moment and a bind fails.
-            self._ip(["-6", "addr", "replace", "%s/128" % ip, "dev", self.interface, "nodad"])
+        desired = {str(ipaddress.ip_address(a)) for a in desired}
+        owned = self.owned()
+        present = self.addresses_on_interface()
+        to_add = desired - present
+        to_remove = (owned - desired) & present
+        # The record first: a request killed after adding must not leak an
+        # address nobody knows the API added.
+        self._write_owned(owned | to_add)
+        for address in sorted(to_add, key=_sort_key):
+            self._add_address(address)
+        for version in (4, 6):
+            self._converge_chains(version, {a for a in desired
+                                            if ipaddress.ip_address(a).version == version})
+        for address in sorted(to_remove, key=_sort_key):
+            self._ip(["addr", "del", _with_prefix(address), "dev", self.interface], check=False)
+        self._write_owned((owned | to_add) & desired)
+
+    def owned(self):
+        try:
+            with open(self.record_path) as file:
+                return {str(ipaddress.ip_address(a)) for a in json.load(file)}
+        except FileNotFoundError:
+            return set()
+        except (OSError, ValueError, TypeError):
+            return set()  # unreadable: own nothing rather than remove an operator's address
+
+    def addresses_on_interface(self):
+        result = self._ip(["-j", "addr", "show", "dev", self.interface])
+        found = set()
+        for link in json.loads(result.output or "[]"):
+            for info in link.get("addr_info", []):
+                found.add(str(ipaddress.ip_address(info["local"])))
+        return found
+
+    def accounting(self, version):
+        """What the filter table has of ours: {"in": [(address, (packets, bytes))],
+        "out": [...], "other": rules in our chains that are not ours,
+        "jumps": {"INPUT": n, "OUTPUT": n}, "chains": our chains that exist}."""
+        result = self._command([self._program(version, "-save"), "-c", "-t", "filter"], True)
+        found = {"in": [], "out": [], "other": 0, "jumps": {"INPUT": 0, "OUTPUT": 0},
+                 "chains": set()}
+        ours = {self.chain_in: ("in", "-d"), self.chain_out: ("out", "-s")}
+        for line in result.output.splitlines():
+            if line.startswith(":") and line[1:].split()[0] in ours:
+                found["chains"].add(line[1:].split()[0])
+            match = _SAVED_RULE.match(line)
+            if not match:
+                continue
+            packets, byte_count, chain, rest = match.groups()
+            words = rest.split()
+            if chain in found["jumps"] and words == ["-j", self.chain_in if chain == "INPUT"
+                                                     else self.chain_out]:
+                found["jumps"][chain] += 1
+            elif chain in ours:
+                key, direction = ours[chain]
+                if words[:1] == [direction] and rest.endswith('--comment "%s"' % COMMENT):
+                    address = str(ipaddress.ip_address(words[1].split("/")[0]))
+                    found[key].append((address, (int(packets or 0), int(byte_count or 0))))
+                else:
+                    found["other"] += 1
+        return found
+
+    def _converge_chains(self, version, desired):
+        current = self.accounting(version)
+        wanted = sorted(desired, key=_sort_key)
+        if desired:
+            if (sorted((a for a, _ in current["in"]), key=_sort_key) == wanted
+                    and sorted((a for a, _ in current["out"]), key=_sort_key) == wanted
+                    and not current["other"] and len(current["chains"]) == 2
+                    and current["jumps"] == {"INPUT": 1, "OUTPUT": 1}):
+                return
+        elif not current["chains"] and not any(current["jumps"].values()):
+            return
+        counters = {"in": dict(current["in"]), "out": dict(current["out"])}
+        lines = ["*filter"]
+        if desired:
+            # Declaring a chain that exists flushes it (with --noflush too).
+            lines += [":%s - [0:0]" % self.chain_in, ":%s - [0:0]" % self.chain_out]
+            for key, chain, direction in (("in", self.chain_in, "-d"),
+                                          ("out", self.chain_out, "-s")):
+                for address in wanted:
+                    packets, byte_count = counters[key].get(address, (0, 0))
+                    lines.append('[%d:%d] -A %s %s %s -m comment --comment "%s"'
+                                 % (packets, byte_count, chain, direction,
+                                    _with_prefix(address), COMMENT))
+            for hook, chain in (("INPUT", self.chain_in), ("OUTPUT", self.chain_out)):
+                jumps = current["jumps"][hook]
+                lines += ["-D %s -j %s" % (hook, chain)] * max(0, jumps - 1)
+                if jumps == 0:
+                    lines.append("-I %s 1 -j %s" % (hook, chain))
         else:
-            self._ip(["addr", "replace", "%s/32" % ip, "dev", self.interface])
-        self._ensure_chains(ip.version)
-        for chain, direction in ((self.chain_in, "-d"), (self.chain_out, "-s")):
-            rule = [chain, direction, str(ip), "-m", "comment", "--comment", COMMENT]
-            if not self._iptables(ip.version, ["-C"] + rule, check=False).ok:
-                self._iptables(ip.version, ["-A"] + rule)
+            for hook, chain in (("INPUT", self.chain_in), ("OUTPUT", self.chain_out)):
+                lines += ["-D %s -j %s" % (hook, chain)] * current["jumps"][hook]
+            for chain in sorted(current["chains"]):
+                lines += ["-F %s" % chain, "-X %s" % chain]
+        lines.append("COMMIT")
+        self._command([self._program(version, "-restore"), "-w", "--noflush", "--counters"],
+                      True, stdin="\n".join(lines) + "\n")
 
-    def remove(self, address):
-        """Take address off the interface and drop its rules; missing parts are fine."""
-        if not self.enabled:
-            return
-        ip = ipaddress.ip_address(address)
-        length = 128 if ip.version == 6 else 32
-        self._ip(["addr", "del", "%s/%d" % (ip, length), "dev", self.interface], check=False)
-        for chain, direction in ((self.chain_in, "-d"), (self.chain_out, "-s")):
-            rule = [chain, direction, str(ip), "-m", "comment", "--comment", COMMENT]
-            while self._iptables(ip.version, ["-C"] + rule, check=False).ok:
-                self._iptables(ip.version, ["-D"] + rule)
+    def _add_address(self, address):
+        if ipaddress.ip_address(address).version == 6:
+            # Without nodad the address stays tentative for a moment and a bind fails.
+            self._ip(["-6", "addr", "replace", _with_prefix(address), "dev", self.interface,
+                      "nodad"])
+        else:
+            self._ip(["addr", "replace", _with_prefix(address), "dev", self.interface])
 
-    def _ensure_chains(self, version):
-        for chain, hook in ((self.chain_in, "INPUT"), (self.chain_out, "OUTPUT")):
-            if not self._iptables(version, ["-S", chain], check=False).ok:
-                self._iptables(version, ["-N", chain])
-            if not self._iptables(version, ["-C", hook, "-j", chain], check=False).ok:
-                self._iptables(version, ["-I", hook, "-j", chain])
+    def _write_owned(self, addresses):
+        data = json.dumps(sorted(addresses, key=_sort_key)).encode()
+        if files.read(self.record_path) != data:
+            files.write_atomic(self.record_path, data, 0o600)
 
-    def _iptables(self, version, arguments, check=True):
-        program = self.config.get("programs", "ip6tables" if version == 6 else "iptables")
-        return self._command([program, "-w"] + arguments, check)
+    def _program(self, version, suffix):
+        # iptables-save and -restore sit beside the configured iptables.
+        return self.config.get("programs", "ip6tables" if version == 6 else "iptables") + suffix
 
     def _ip(self, arguments, check=True):
         return self._command([self.config.get("programs", "ip")] + arguments, check)
 
-    def _command(self, argv, check):
-        result = commands.run(argv)
+    def _command(self, argv, check, stdin=None):
+        result = commands.run(argv, stdin=stdin)
         if check and not result.ok:
             raise ServerError("%s failed: %s" % (" ".join(argv), " ".join(result.output.split())))
         return result
 
 
-def listeners(service, rendered_text):
-    """(address, ports) of each TCP listener a rendered config declares
-    (haproxy `bind`, stunnel `accept`): address an ip_address, or None for
-    every address; ports a range. Sockets and host names are left out."""
-    found = []
-    for endpoint in _endpoints(service, rendered_text):
-        listener = _parse_endpoint(endpoint)
-        if listener is not None:
-            found.append(listener)
-    return found
+def _with_prefix(address):
+    ip = ipaddress.ip_address(address)
+    return "%s/%d" % (ip, 128 if ip.version == 6 else 32)
 
 
-def bound_addresses(service, rendered_text, management_address):
-    """The service IPs a rendered config listens on. Wildcards, loopback, host
-    names, sockets and the management address are not service IPs."""
-    return {str(ip) for ip, _ports in listeners(service, rendered_text)
-            if ip is not None and not ip.is_loopback and str(ip) != management_address}
-
-
-def overlap(first, second):
-    """Whether two listeners would share a port. haproxy binds with SO_REUSEPORT,
-    so such a pair would not fail: it would split one port's traffic between two."""
-    (ip1, ports1), (ip2, ports2) = first, second
-    same_address = ip1 is None or ip2 is None or ip1 == ip2
-    return same_address and ports1.start < ports2.stop and ports2.start < ports1.stop
-
-
-def describe(listener):
-    ip, ports = listener
-    host = "*" if ip is None else ("[%s]" % ip if ip.version == 6 else str(ip))
-    port = str(ports.start) if len(ports) == 1 else "%d-%d" % (ports.start, ports.stop - 1)
-    return "%s:%s" % (host, port)
-
-
-def _endpoints(service, rendered_text):
-    for line in rendered_text.splitlines():
-        words = line.split("#", 1)[0].split()
-        if service == "haproxy" and len(words) >= 2 and words[0] == "bind":
-            yield from words[1].split(",")
-        elif service == "stunnel" and "=" in line and line.split("=", 1)[0].strip() == "accept":
-            yield line.split("=", 1)[1].split(";", 1)[0].strip()
-
-
-def _parse_endpoint(endpoint):
-    """(address or None, ports) of "ADDR:PORT", "[ADDR]:PORT", "ipv4@ADDR:PORT",
-    ":PORT", "*:PORT", stunnel's bare "PORT"; None for anything else."""
-    if "@" in endpoint:
-        family, endpoint = endpoint.split("@", 1)
-        if family not in ("ipv4", "ipv6", "tcp", "tcp4", "tcp6"):
-            return None  # unix sockets, abns, fd, sockpair
-    host, _separator, port = endpoint.rpartition(":")
-    host = host.strip("[]")
-    try:
-        ip = None if host in ("", "*") else ipaddress.ip_address(host)
-        first, _dash, last = port.partition("-")
-        ports = range(int(first), int(last or first) + 1)
-    except ValueError:
-        return None
-    if ip is not None and ip.is_unspecified:
-        ip = None
-    return (ip, ports) if ports else None
+def _sort_key(address):
+    ip = ipaddress.ip_address(address)
+    return ip.version, int(ip)

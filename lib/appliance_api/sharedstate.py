@@ -1,0 +1,90 @@
+"""What instances share, computed from what is stored, and the machine
+converged to it.
+
+The desired state is read from the stored templates (what GET returns, the
+commit point of a config PUT), never from what a request was in the middle
+of: every template's listeners, and the service IPs they bind. The machine's
+addresses and accounting rules are converged to exactly that union
+(system/network.py), at every change, at boot and on demand
+(`octctl reconcile`), so whatever a killed request left is repaired by the
+next one.
+
+Every reader and writer of templates takes the appliance lock for the step
+that reads or changes them (system.locks.appliance_lock), so two requests
+never both claim one port, and a DELETE never removes an address a PUT has
+just claimed.
+"""
+from . import configscan
+from .errors import Conflict
+from .layout import SERVICES, existing_instances
+from .system import files
+from .system.locks import appliance_lock
+from .system.network import Network
+
+
+def scan_template(instance, service, template, config):
+    """The configscan.Scan of a template (text)."""
+    filled = configscan.fill(template, instance.dir, config.get("api", "management_address"))
+    return configscan.Scan(service, filled, instance.dir)
+
+
+class ApplianceView:
+    """Every stored config's scan: {(instance id, service): Scan}. Build it under
+    the appliance lock; with() overrides one config for a change in flight."""
+
+    def __init__(self, config):
+        self.config = config
+        self.scans = {}
+        for instance in existing_instances(config.state_dir):
+            for service in SERVICES:
+                data = files.read(instance.template(service))
+                if data is not None:
+                    self.scans[instance.id, service] = scan_template(
+                        instance, service, data.decode("utf-8", "replace"), config)
+
+    def refuse_shared_listeners(self, instance, service, scan):
+        """Conflict if the scan listens where another stored config does."""
+        for (other_id, other_service), other in sorted(self.scans.items()):
+            if (other_id, other_service) == (instance.id, service):
+                continue  # the config this one replaces
+            for listener in scan.listeners:
+                for taken in other.listeners:
+                    if listener.overlaps(taken):
+                        raise Conflict("Address already in use", "line %d: %s is taken by the "
+                                       "%s config of instance %s" % (
+                                           listener.line_number, listener, other_service,
+                                           other_id))
+
+    def service_ips(self, *extra_scans):
+        management_address = self.config.get("api", "management_address")
+        found = set()
+        for scan in list(self.scans.values()) + list(extra_scans):
+            found |= scan.service_ips(management_address)
+        return found
+
+
+def converge(config, *extra_scans):
+    """Under the appliance lock: the machine's service IPs and accounting rules
+    made exactly what the stored configs (and extra_scans, configs about to
+    run) bind."""
+    network = Network(config)
+    if not network.enabled:
+        return
+    with appliance_lock(config.state_dir):
+        network.converge(ApplianceView(config).service_ips(*extra_scans))
+
+
+def reconcile(config):
+    """What `octctl reconcile` and boot run: converge, and say what it did."""
+    network = Network(config)
+    if not network.enabled:
+        return "network management is off ([network] manage = no): nothing to do"
+    with appliance_lock(config.state_dir):
+        before = network.addresses_on_interface()
+        view = ApplianceView(config)
+        desired = view.service_ips()
+        network.converge(desired)
+        after = network.addresses_on_interface()
+    added, removed = sorted(after - before), sorted(before - after)
+    return "service IPs: %d desired, added %s, removed %s" % (
+        len(desired), " ".join(added) or "none", " ".join(removed) or "none")

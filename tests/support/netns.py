@@ -1,0 +1,148 @@
+"""An appliance inside a network namespace: a veth pair as its VIP
+interface, its own lighttpd (network management on), curl and probes run
+from inside. Addresses are the documentation ranges (192.0.2.0/24,
+2001:db8::/32) on the namespace's own interfaces: no packet leaves it, and
+nothing outside it is touched."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+if os.path.join(ROOT, "tools") not in sys.path:
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+import devsite  # noqa: E402  (tools/devsite.py)
+
+INTERFACE = "vip0"
+
+
+def run(*argv, check=True):
+    return subprocess.run(argv, check=check, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True).stdout
+
+
+def host_snapshot():
+    """What a test must leave alone: the host's addresses and firewall."""
+    return run("ip", "-o", "addr"), run("iptables-save").count("APPLIANCE"), \
+        run("ip6tables-save").count("APPLIANCE")
+
+
+class Namespace:
+    """A network namespace with lo up and a veth pair (INTERFACE and its peer)."""
+
+    def __init__(self, name):
+        self.name = name
+        run("ip", "netns", "add", name)
+        self.prefix = ("ip", "netns", "exec", name)
+        try:
+            self.run("ip", "link", "set", "lo", "up")
+            self.run("ip", "link", "add", INTERFACE, "type", "veth", "peer", "name",
+                     INTERFACE + "-peer")
+            self.run("ip", "link", "set", INTERFACE, "up")
+            self.run("ip", "link", "set", INTERFACE + "-peer", "up")
+        except Exception:
+            self.close()
+            raise
+
+    def run(self, *argv, check=True):
+        return run(*self.prefix, *argv, check=check)
+
+    def addresses(self):
+        """Addresses on the VIP interface (no prefix length)."""
+        output = self.run("ip", "-j", "addr", "show", "dev", INTERFACE)
+        return {info["local"] for link in json.loads(output) for info in link["addr_info"]
+                if info.get("scope") == "global"}
+
+    def accounting(self, program="iptables-save"):
+        """({(chain, address): [bytes, ...]}, [(hook, chain), ...]) of our chains:
+        lists, so a duplicate rule or jump shows."""
+        rules, hooks = {}, []
+        for line in self.run(program, "-c").splitlines():
+            match = re.match(r"\[(\d+):(\d+)\] -A (APPLIANCE-VIP-(?:IN|OUT)) -[sd] (\S+?)/\d+ ",
+                             line)
+            if match:
+                rules.setdefault((match.group(3), match.group(4)), []).append(
+                    int(match.group(2)))
+            match = re.match(r"\[\d+:\d+\] -A (INPUT|OUTPUT) -j (APPLIANCE-VIP-(?:IN|OUT))",
+                             line)
+            if match:
+                hooks.append(match.groups())
+        return rules, sorted(hooks)
+
+    def chains(self, program="iptables-save"):
+        return sorted(re.findall(r"^:(APPLIANCE-\S+)", self.run(program), re.M))
+
+    def fetch(self, url, timeout=5):
+        return self.run("curl", "-s", "-g", "--max-time", str(timeout), url, check=False)
+
+    def close(self):
+        for pid in run("ip", "netns", "pids", self.name, check=False).split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        run("ip", "netns", "del", self.name, check=False)
+
+
+class Site:
+    """The API served by lighttpd inside a namespace, with network management on."""
+
+    def __init__(self, namespace, port=8443, api_settings=None):
+        self.namespace = namespace
+        # Short: haproxy allows unix socket paths of 97 bytes.
+        self.folder = tempfile.mkdtemp(prefix="an-", dir="/tmp")
+        self.pki = os.path.join(self.folder, "pki")
+        run(sys.executable, os.path.join(ROOT, "tools", "pki.py"), "--out", self.pki)
+        self.port = port
+        self.state_dir = os.path.join(self.folder, "state")
+        self.instances_dir = os.path.join(self.state_dir, "instances")
+        conf = devsite.write_site(self.folder, ["127.0.0.1"], port, self.pki, sys.executable,
+                                  manage_network=True, vip_interface=INTERFACE,
+                                  api_settings=api_settings)
+        self.lighttpd = devsite.start_lighttpd(conf, "127.0.0.1", port, prefix=namespace.prefix)
+
+    def curl_argv(self, method, path, data=None):
+        argv = list(self.namespace.prefix) + [
+            "curl", "-s", "-S", "--max-time", "60", "--cacert", os.path.join(self.pki, "ca.pem"),
+            "-E", os.path.join(self.pki, "client.pem"), "-X", method, "-w", "\n%{http_code}",
+            "https://127.0.0.1:%d%s" % (self.port, path)]
+        if data is not None:
+            argv += ["--data-binary", "@-", "-H", "Content-Type: text/plain"]
+        return argv
+
+    def __call__(self, method, path, data=None):
+        """(status, body) of one request; status 0 when there was no answer."""
+        completed = subprocess.run(self.curl_argv(method, path, data), input=data,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        body, _, code = completed.stdout.rpartition("\n")
+        return int(code or 0), body
+
+    def cgi_processes(self):
+        """The API's CGI processes running now (children of this lighttpd)."""
+        import psutil
+
+        try:
+            return [p for p in psutil.Process(self.lighttpd.pid).children()
+                    if "appliance-api" in " ".join(p.cmdline())]
+        except psutil.Error:
+            return []
+
+    def close(self):
+        devsite.stop_lighttpd(self.lighttpd)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def haproxy_config(*binds, extra_global="", extra_frontend=""):
+    """A haproxy config answering "vip-ok" on binds. noreuseport: haproxy binds
+    with SO_REUSEPORT by default and two could then share a port."""
+    lines = ["global", "    maxconn 64", "    noreuseport", extra_global, "defaults",
+             "    mode http", "    timeout connect 1s", "    timeout client 5s",
+             "    timeout server 5s", "frontend web"]
+    lines += ["    bind %s" % bind for bind in binds]
+    lines += [extra_frontend,
+              '    http-request return status 200 content-type text/plain string "vip-ok"']
+    return "\n".join(line for line in lines if line) + "\n"
