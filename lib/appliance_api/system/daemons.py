@@ -14,6 +14,7 @@ import time
 
 from . import commands, processes
 from ..errors import ServerError
+from ..layout import MASTER_SOCKET_NAME
 
 
 class DaemonFailed(Exception):
@@ -41,8 +42,9 @@ class Daemon:
 
     def render(self, template):
         """The template with {MYIP} and {INSTANCE_DIR} filled in."""
-        return (template.replace("{MYIP}", self.config.get("api", "management_address"))
-                        .replace("{INSTANCE_DIR}", os.path.abspath(self.instance.dir)))
+        from ..configscan import fill
+
+        return fill(template, self.instance.dir, self.config.get("api", "management_address"))
 
     def process(self):
         return processes.live_process(self.pid_file, self.process_names, self.rendered_path)
@@ -59,8 +61,13 @@ class Daemon:
         return self.reload(process)
 
     def stop(self):
-        """Soft stop, then kill after stop_timeout; True if a daemon was running."""
+        """Soft stop, then kill after stop_timeout; True if a daemon was running.
+        A pid file that cannot say (replaced, unreadable) does not leave the
+        daemon running: it is then found by its command line."""
         process = self.process()
+        if process is None and (os.path.exists(self.pid_file)
+                                or os.path.exists(self.rendered_path)):
+            process = processes.find_by_config(self.process_names, self.rendered_path)
         stopped = process is not None and processes.stop(
             process, self.soft_stop_signal, self.stop_timeout)
         _remove(self.pid_file)
@@ -112,7 +119,9 @@ class Haproxy(Daemon):
 
     def check(self, path):
         # -V: a config's `quiet` would silence the checker's verdict too.
-        result = commands.run([self.binary, "-c", "-V", "-f", path], timeout=self.start_timeout)
+        # In the instance folder, as the daemon runs: relative paths read the same.
+        result = commands.run([self.binary, "-c", "-V", "-f", path], timeout=self.start_timeout,
+                              cwd=self.instance.dir)
         if result.returncode not in (0, 1, 2):
             # 1 (errors) and 2 (valid but no listener, will not start) are
             # haproxy's verdicts on the config; anything else is haproxy failing.
@@ -123,12 +132,24 @@ class Haproxy(Daemon):
     def start(self):
         offset = self._log_size()
         _remove(self.pid_file)
+        _remove(self.instance.master_socket)
         # -db and -V: a config's own `daemon` or `quiet` would hide the master
-        # from us or silence the "Loading success." line this method waits for.
-        daemon = commands.spawn([self.binary, "-W", "-db", "-V", "-f", self.rendered_path,
-                                 "-p", self.pid_file], self.log_path)
-        marker, text = self._wait_for_log(offset, [self.SUCCESS], lambda: daemon.poll() is None)
-        if marker is None:
+        # from us or silence its messages. -S: the master CLI, the verdict
+        # channel (the log is not one: end users' requests can write into it
+        # through `log stdout`). Relative: a socket path has 108 bytes at most,
+        # and the daemon runs in the instance folder.
+        daemon = commands.spawn([self.binary, "-W", "-db", "-V",
+                                 "-S", "unix@" + MASTER_SOCKET_NAME,
+                                 "-f", self.rendered_path, "-p", self.pid_file],
+                                self.log_path, cwd=self.instance.dir)
+        deadline = time.monotonic() + self.start_timeout
+        state = None
+        while daemon.poll() is None and time.monotonic() < deadline:
+            state = self.master_state()
+            if state is not None and state.workers:
+                break
+            time.sleep(0.02)
+        if state is None or not state.workers or daemon.poll() is not None:
             timed_out = daemon.poll() is None
             if timed_out:
                 daemon.kill()
@@ -144,11 +165,19 @@ class Haproxy(Daemon):
         self._wait_ready(processes.process_of(daemon.pid))
         return self._message("started", daemon.pid)
 
+    def master_state(self):
+        """The master's answer to `show proc`: reload counters and workers, or
+        None when its CLI does not answer (not running, or re-executing)."""
+        answer = master_cli(self.instance.dir, "show proc")
+        return MasterState.parse(answer) if answer is not None else None
+
     def stop(self):
         process = self.process()
         if process is not None:
             self._wait_ready(process)  # else the soft stop's SIGUSR1 may be lost
-        return super().stop()
+        stopped = super().stop()
+        _remove(self.instance.master_socket)  # haproxy leaves it behind
+        return stopped
 
     def _wait_ready(self, process):
         """Wait until the master handles signals again. After each (re)load it
@@ -162,9 +191,34 @@ class Haproxy(Daemon):
             time.sleep(0.005)
 
     def reload(self, process):
+        """SIGUSR2 to the master; the verdict is the master's failed-reload
+        counter once its reload counter has moved. A master started without
+        the CLI (by an older API) is judged by its log as before."""
         self._wait_ready(process)
         offset = self._log_size()
+        before = self.master_state()
         processes.send_signal(process, signal.SIGUSR2)
+        if before is None:
+            return self._reload_verdict_from_log(process, offset)
+        deadline = time.monotonic() + self.start_timeout
+        after = None
+        while processes.is_alive(process) and time.monotonic() < deadline:
+            after = self.master_state()
+            if after is not None and after.reloads > before.reloads:
+                break
+            time.sleep(0.02)
+        self._wait_ready(process)
+        text = self._log_since(offset)
+        if after is None or after.reloads <= before.reloads:
+            if processes.is_alive(process):
+                raise DaemonFailed("haproxy did not reload within %gs" % self.start_timeout,
+                                   text)
+            raise DaemonFailed("haproxy failed to reload", text)
+        if after.failed > before.failed:
+            raise DaemonFailed("haproxy failed to reload", text)
+        return self._message("reloaded", process.pid)
+
+    def _reload_verdict_from_log(self, process, offset):
         marker, text = self._wait_for_log(offset, [self.SUCCESS, self.FAILURE],
                                           lambda: processes.is_alive(process))
         self._wait_ready(process)
@@ -173,6 +227,62 @@ class Haproxy(Daemon):
         if marker is None and processes.is_alive(process):
             raise DaemonFailed("haproxy did not reload within %gs" % self.start_timeout, text)
         raise DaemonFailed("haproxy failed to reload", text)
+
+
+class MasterState:
+    """haproxy 2.6's `show proc`: the master's reload and failed-reload counters
+    ("1 [failed: 0]") and the current workers' pids."""
+
+    MASTER = re.compile(r"^\d+\s+master\s+(\d+)(?:\s+\[failed: (\d+)\])?")
+    WORKER = re.compile(r"^(\d+)\s+worker\b")
+
+    def __init__(self, reloads, failed, workers):
+        self.reloads, self.failed, self.workers = reloads, failed, workers
+
+    @classmethod
+    def parse(cls, text):
+        reloads = failed = None
+        workers, section = [], None
+        for line in text.splitlines():
+            if line.startswith("#"):
+                section = line.strip("# ").split()[0] if line.strip("# ") else None
+                continue
+            master = cls.MASTER.match(line)
+            if master:
+                reloads, failed = int(master.group(1)), int(master.group(2) or 0)
+            worker = cls.WORKER.match(line)
+            if worker and section == "workers":
+                workers.append(int(worker.group(1)))
+        return cls(reloads, failed, workers) if reloads is not None else None
+
+
+def master_cli(instance_dir, command, timeout=1.0):
+    """One command on haproxy's master CLI in instance_dir; its answer, or None.
+    Connected through /proc/self/fd: the absolute path may be longer than a
+    unix socket address allows."""
+    import socket
+
+    try:
+        directory = os.open(instance_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(timeout)
+            client.connect("/proc/self/fd/%d/%s" % (directory, MASTER_SOCKET_NAME))
+            client.sendall(command.encode() + b"\n")
+            client.shutdown(socket.SHUT_WR)
+            chunks = []
+            while True:
+                chunk = client.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(directory)
 
 
 class Stunnel(Daemon):
@@ -208,7 +318,8 @@ class Stunnel(Daemon):
     def start(self):
         _remove(self.pid_file)
         # stunnel forks once its listeners are bound: its exit code is the verdict.
-        result = commands.run([self.binary, self.rendered_path], timeout=self.start_timeout)
+        result = commands.run([self.binary, self.rendered_path], timeout=self.start_timeout,
+                              cwd=self.instance.dir)
         if not result.ok:
             raise DaemonFailed("stunnel failed to start", _stunnel_errors(result.output))
         process = self._wait_for_pid_file()

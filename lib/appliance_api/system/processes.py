@@ -6,6 +6,7 @@ daemon run on that instance's own config file.
 """
 import os
 import signal
+import stat
 import time
 
 import psutil
@@ -18,10 +19,16 @@ def read_pid(pid_file, settle=0.5):
     deadline = time.monotonic() + settle
     while True:
         try:
-            with open(pid_file) as file:
-                text = file.read()
-                fresh = time.time() - os.fstat(file.fileno()).st_mtime < 2
-        except FileNotFoundError:
+            # O_NONBLOCK: a FIFO put where the pid file belongs must not hang us.
+            fd = os.open(pid_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with open(fd, "rb") as file:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode) or info.st_size > 64:
+                    return None  # a socket, a FIFO, a device, a big file: no pid file of ours
+                text = file.read().decode("ascii")
+                fresh = time.time() - info.st_mtime < 2
+        except (OSError, UnicodeDecodeError):
+            # Missing, unreadable, a socket (ENXIO), a directory: not running.
             return None
         if text.strip() or not fresh or time.monotonic() > deadline:
             break
@@ -44,6 +51,22 @@ def live_process(pid_file, names, config_path):
         return process if config_path in _settled_cmdline(process) else None
     except psutil.Error:
         return None
+
+
+def find_by_config(names, config_path):
+    """The daemon (the topmost of its process tree) named names and running
+    config_path, found by its command line, when its pid file cannot say:
+    a stop must not leave it running as an orphan. None if there is none."""
+    found = {}
+    for process in psutil.process_iter(["name", "cmdline", "status", "ppid"]):
+        info = process.info
+        if info["status"] != psutil.STATUS_ZOMBIE and info["name"] in names \
+                and config_path in (info["cmdline"] or []):
+            found[process.pid] = process
+    for process in found.values():
+        if process.info["ppid"] not in found:
+            return process
+    return None
 
 
 def _settled_cmdline(process, timeout=0.5):
