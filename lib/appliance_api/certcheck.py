@@ -102,6 +102,54 @@ def check_certificate_file(data: bytes, filename: str, now=None) -> None:
         raise Conflict(
             "Filename does not match the certificate's common name "
             "(expected %s)" % _one_line(expected))
+    check_with_openssl(data)
+
+
+# What OpenSSL (at Debian 12's security level 2) says, in the contract's words.
+_OPENSSL_REASONS = {
+    "EE_KEY_TOO_SMALL": "Key too small for the daemons' OpenSSL (RSA needs 2048 bits, "
+                        "EC 224)",
+    "CA_KEY_TOO_SMALL": "Chain certificate key too small for the daemons' OpenSSL "
+                        "(RSA needs 2048 bits, EC 224)",
+    "CA_MD_TOO_WEAK": "Signature too weak for the daemons' OpenSSL (SHA-1 and MD5 "
+                      "are refused)",
+    "EE_MD_TOO_WEAK": "Signature too weak for the daemons' OpenSSL (SHA-1 and MD5 "
+                      "are refused)",
+    "KEY_VALUES_MISMATCH": "Certificate and key do not match",
+}
+
+
+def check_with_openssl(data: bytes) -> None:
+    """Load the bundle the way haproxy and stunnel will: with the system's
+    OpenSSL (Python's ssl module links the same libssl 3 on Debian 12, with the
+    same security level). What it refuses, the daemons would refuse at reload,
+    with a far less useful message."""
+    import os
+    import ssl
+    import tempfile
+
+    # Key material goes to memory-backed /dev/shm where there is one.
+    folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    fd, path = tempfile.mkstemp(prefix=".appliance-api-", suffix=".pem", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(path)
+        except ssl.SSLError as error:
+            reason = getattr(error, "reason", None) or ""
+            if reason in _OPENSSL_REASONS:
+                raise Conflict(_OPENSSL_REASONS[reason]) from None
+            if reason.startswith(("PEM", "BAD_BASE64", "NO_START_LINE", "BAD_END_LINE",
+                                  "SHORT_HEADER", "ASN1", "NESTED_ASN1", "WRONG_TAG",
+                                  "HEADER_TOO_LONG", "TOO_LONG", "NOT_ENOUGH_DATA")) \
+                    or error.library in ("PEM", "ASN1") or "PEM lib" in str(error):
+                raise Conflict("Malformed PEM: OpenSSL cannot read the file") from None
+            raise Conflict("Certificate refused by OpenSSL: %s"
+                           % _one_line(reason or str(error))) from None
+    finally:
+        os.unlink(path)
 
 
 def _read_blocks(data):

@@ -370,3 +370,90 @@ def test_import_does_not_load_cryptography():
             "sys.exit('cryptography' in sys.modules)")
     env = dict(os.environ, PYTHONPATH=LIB)
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
+
+
+# Issue 9: what the daemons' OpenSSL refuses is refused at upload, with a reason.
+def _signed_leaf(pki, key, cn="www.example.com", algorithm=None, issuer_key=None,
+                 issuer_name=None):
+    builder = (x509.CertificateBuilder().subject_name(name(cn))
+               .issuer_name(issuer_name or name("Test Intermediate CA"))
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(VALID[0]).not_valid_after(VALID[1])
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+    return builder.sign(issuer_key or pki.inter_key, algorithm or hashes.SHA256())
+
+
+def _weak_rsa(bits):
+    """A small RSA key: cryptography refuses to generate one under 1024 bits,
+    so the 512-bit one comes from openssl."""
+    if bits >= 1024:
+        return rsa.generate_private_key(65537, bits)
+    pem_text = subprocess.run(["openssl", "genrsa", str(bits)], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, check=True).stdout
+    return serialization.load_pem_private_key(pem_text, password=None)
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("rsa512", "Key too small for the daemons' OpenSSL (RSA needs 2048 bits, EC 224)"),
+    ("rsa1024", "Key too small for the daemons' OpenSSL (RSA needs 2048 bits, EC 224)"),
+    ("ec192", "Key too small for the daemons' OpenSSL (RSA needs 2048 bits, EC 224)"),
+    ("sha1", "Signature too weak for the daemons' OpenSSL (SHA-1 and MD5 are refused)"),
+    ("md5", "Signature too weak for the daemons' OpenSSL (SHA-1 and MD5 are refused)"),
+    ("ca1024", "Chain certificate key too small for the daemons' OpenSSL "
+               "(RSA needs 2048 bits, EC 224)"),
+])
+def test_what_openssl_refuses_is_refused_with_a_reason(pki, case, reason, tmp_path):
+    if case.startswith("rsa"):
+        key = _weak_rsa(int(case[3:]))
+        body = pem(key, _signed_leaf(pki, key), pki.inter, pki.root)
+    elif case == "ec192":
+        key = ec.generate_private_key(ec.SECP192R1())
+        body = pem(key, _signed_leaf(pki, key), pki.inter, pki.root)
+    elif case in ("sha1", "md5"):
+        # cryptography 50 no longer signs with these: openssl does.
+        folder = tmp_path
+        with open(folder / "ca.key", "wb") as file:
+            file.write(key_pem(pki.root_key))
+        with open(folder / "ca.pem", "wb") as file:
+            file.write(cert_pem(pki.root))
+        with open(folder / "leaf.key", "wb") as file:
+            file.write(key_pem(pki.rsa_key))
+        subprocess.run(["openssl", "req", "-new", "-key", str(folder / "leaf.key"), "-subj",
+                        "/CN=www.example.com", "-out", str(folder / "leaf.csr")], check=True)
+        subprocess.run(["openssl", "x509", "-req", "-in", str(folder / "leaf.csr"), "-CA",
+                        str(folder / "ca.pem"), "-CAkey", str(folder / "ca.key"),
+                        "-CAcreateserial", "-days", "30", "-" + case,
+                        "-out", str(folder / "leaf.pem")], check=True, stderr=subprocess.DEVNULL)
+        body = pem(pki.rsa_key, (folder / "leaf.pem").read_bytes(), pki.root)
+    else:  # a 1024-bit CA in the chain
+        weak_ca_key = _weak_rsa(1024)
+        weak_ca = make_cert(name("Weak CA"), weak_ca_key.public_key(), name("Weak CA"),
+                            weak_ca_key, CA_VALID, ca=True)
+        leaf = _signed_leaf(pki, pki.rsa_key, issuer_key=weak_ca_key,
+                            issuer_name=name("Weak CA"))
+        body = pem(pki.rsa_key, leaf, weak_ca)
+    with pytest.raises(errors.Conflict) as refused:
+        check_certificate_file(body, "www.example.com.pem")
+    assert refused.value.reason == reason
+
+
+@pytest.mark.parametrize("damage", ["blank line in base64", "END and BEGIN run together"])
+def test_pem_that_openssl_cannot_read_is_refused(pki, damage):
+    leaf = cert_pem(pki.leaf)
+    if damage == "blank line in base64":
+        lines = leaf.split(b"\n")
+        leaf = b"\n".join(lines[:3] + [b""] + lines[3:])
+        body = key_pem(pki.rsa_key) + leaf + cert_pem(pki.inter) + cert_pem(pki.root)
+    else:
+        body = key_pem(pki.rsa_key).rstrip(b"\n") + leaf + cert_pem(pki.inter) \
+            + cert_pem(pki.root)
+    with pytest.raises(errors.Conflict) as refused:
+        check_certificate_file(body, "www.example.com.pem")
+    assert refused.value.reason.startswith(("Malformed PEM", "File contains data that is not"))
+
+
+def test_a_good_bundle_passes_openssl_too(pki):
+    check_certificate_file(pem(pki.rsa_key, pki.leaf, pki.inter, pki.root),
+                           "www.example.com.pem")
+    check_certificate_file(pem(pki.ec_key, pki.ec_leaf, pki.inter, pki.root),
+                           "ec.example.com.pem")

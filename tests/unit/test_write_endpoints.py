@@ -213,3 +213,38 @@ def test_haproxy_config_with_daemon_and_quiet_still_starts_and_reloads(app, inst
         assert response.text.splitlines()[2].startswith("haproxy daemon for %s reloaded" % instance_id)
     finally:
         assert app.delete(url).text == "OK\nhaproxy daemon %s killed.\n" % instance_id
+
+
+def test_a_certificate_named_with_the_longest_allowed_filename_is_stored(app, state_dir,
+                                                                         instance_id):
+    """255 bytes is the contract's limit for :filename.pem; the temporary name
+    beside it (a prefix and the pid added) must still fit the file system."""
+    import datetime
+    import warnings
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    common_name = "a" * 251  # X.509 says 64 at most; certificates in the wild say otherwise
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name,
+                                                _validate=False)])
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
+    body = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()) + \
+        cert.public_bytes(serialization.Encoding.PEM)
+    filename = common_name + ".pem"
+    assert len(filename.encode()) == 255
+    url = "/instances/%s/certificates/%s" % (instance_id, filename)
+    response = app.put(url, body, expect_errors=True)
+    assert response.status_int == 201, response.text
+    assert app.get(url).body == body
+    assert os.listdir(Instance(state_dir, instance_id).certificates_dir) == [filename]

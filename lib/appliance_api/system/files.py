@@ -11,7 +11,8 @@ PAUSE_BEFORE_RENAME = 0.0
 def write_atomic(path, data, mode=0o644):
     """Replace path with data so that a reader sees the old file or the new one, never a mix."""
     directory = os.path.dirname(path)
-    temporary = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+    # Any allowed name fits: 255 bytes of name plus a prefix and the pid would not.
+    temporary = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path)[:200], os.getpid()))
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "wb") as file:
