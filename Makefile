@@ -17,12 +17,12 @@ STATEDIR ?= /var/lib/appliance-api
 # use instead of the venv's (the in-process tests run on both).
 # tests/unit/test_packages.py fails when a program or module is not covered.
 DEBIAN_PACKAGES := lighttpd lighttpd-mod-openssl haproxy stunnel4 iptables iproute2 curl openssl procps \
-	make logrotate \
+	make logrotate keepalived \
 	python3 python3-venv python3-cryptography python3-psutil python3-pytest python3-webtest
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: all deps debian-packages print-debian-packages venv pki run test test-unit test-debian test-e2e \
-	bench bench-reload proof install clean
+	bench bench-reload bench-failover proof install clean
 
 all: test
 
@@ -76,6 +76,10 @@ bench: deps pki
 bench-reload: deps pki
 	$(VENV)/bin/python bench/bench_reload.py
 
+# An active/standby pair in network namespaces: failover times, failed requests.
+bench-failover: deps
+	$(VENV)/bin/python bench/bench_failover.py
+
 clean:
 	rm -rf $(VAR) $(VENV)
 
@@ -94,6 +98,7 @@ install:
 	install -d $(DESTDIR)/lib/systemd/system/lighttpd.service.d
 	sed 's|@PREFIX@|$(PREFIX)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' conf/lighttpd-drop-in.conf \
 		> $(DESTDIR)/lib/systemd/system/lighttpd.service.d/appliance-api.conf
+	install -D -m 0644 conf/sysctl.conf $(DESTDIR)$(SYSCONFDIR)/sysctl.d/60-appliance-api.conf
 	install -d $(DESTDIR)$(SYSCONFDIR)/logrotate.d
 	sed 's|@STATEDIR@|$(STATEDIR)|g' conf/logrotate.conf > $(DESTDIR)$(SYSCONFDIR)/logrotate.d/appliance-api
 	install -d -m 0700 $(DESTDIR)$(STATEDIR)

@@ -9,7 +9,8 @@ import re
 import sys
 
 from . import config as config_module
-from .errors import HTTPError, InvalidRequest, RequestEntityTooLarge, ServerError
+from .errors import (ClusterTransition, HTTPError, InvalidRequest, RequestEntityTooLarge,
+                     ServerError)
 from .routes import ROUTES, compile_pattern
 
 TEXT = "text/plain; charset=utf-8"
@@ -109,7 +110,10 @@ def handle(environ, config=None):
         if request.method in READ_METHODS:
             return call_handler(handler, request, params)
         from .system.slots import change_slot
+        from .topology import transition_running
 
+        if transition_running(config.state_dir):
+            raise ClusterTransition()
         with change_slot(config):
             return call_handler(handler, request, params)
     except HTTPError as error:

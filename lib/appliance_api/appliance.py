@@ -1,12 +1,58 @@
-"""This node's place in its cluster: active or standby, and its fencing daemon."""
+"""This node's place in its cluster, live: active or standby, its role, and
+the health of the daemon that decides (keepalived in ACTIVE-STANDBY).
+
+The ground truth for "active" is the interface: the node that holds ha_ip
+carries the cluster's traffic. Not a file a late notify may have left stale.
+With the link between the nodes cut, both hold it: both answer active_node 1
+and role PRIMARY, which is how a controller sees a split brain.
+"""
+import ipaddress
+import json
 import shlex
 
 ACTIVE_WORDS = {"active", "master", "primary", "1"}
 STANDBY_WORDS = {"standby", "backup", "secondary", "0"}
 
 
-def active_node(config):
-    """1 on the active (or only) node, 0 on a standby; from the role file if there is one."""
+def _stored_topology(config):
+    from . import topology
+
+    return topology.load(config.state_dir)
+
+
+def interface_addresses(config, interface=None):
+    """Addresses on interface (every interface when None), as strings."""
+    from .system import commands
+
+    argv = [config.get("programs", "ip"), "-j", "addr", "show"]
+    if interface:
+        argv += ["dev", interface]
+    result = commands.run(argv, timeout=5)
+    if not result.ok:
+        return set()
+    found = set()
+    for link in json.loads(result.output or "[]"):
+        for info in link.get("addr_info", []):
+            try:
+                found.add(str(ipaddress.ip_address(info["local"])))
+            except (KeyError, ValueError):
+                pass
+    return found
+
+
+def own_addresses(config):
+    return interface_addresses(config)
+
+
+def holds_ha_ip(config, stored):
+    return stored["ha_ip"] in interface_addresses(config, config.get("network", "vip_interface"))
+
+
+def active_node(config, stored=None):
+    """1 on the active (or only) node, 0 on a standby."""
+    stored = stored or _stored_topology(config)
+    if stored["topology"] == "ACTIVE-STANDBY":
+        return 1 if holds_ha_ip(config, stored) else 0
     path = config.get("status", "role_file")
     if not path:
         return 1
@@ -18,8 +64,28 @@ def active_node(config):
     return 0 if role in STANDBY_WORDS else 1
 
 
-def fencing_daemon_status(config):
-    """"OK" when no fencing daemon is configured or it is healthy, else what is wrong."""
+def role(config, stored=None):
+    """PRIMARY or SECONDARY: in ACTIVE-STANDBY, the role this node has now."""
+    stored = stored or _stored_topology(config)
+    if stored["topology"] == "ACTIVE-STANDBY":
+        return "PRIMARY" if holds_ha_ip(config, stored) else "SECONDARY"
+    return stored["role"]
+
+
+def fencing_daemon_status(config, stored=None):
+    """"OK" when the daemon that decides the roles runs and has a state (or
+    none is needed), else a word for what is wrong: STOPPED, FAULT, NO-STATE."""
+    stored = stored or _stored_topology(config)
+    if stored["topology"] == "ACTIVE-STANDBY":
+        from .system.vrrp import Keepalived
+
+        keepalived = Keepalived(config)
+        if keepalived.process() is None:
+            return "STOPPED"
+        state, _when = keepalived.state()
+        if state in ("MASTER", "BACKUP"):
+            return "OK"
+        return {"STOP": "STOPPED", None: "NO-STATE"}.get(state, state)
     pid_file = config.get("status", "fencing_pid_file")
     command = config.get("status", "fencing_command")
     if pid_file:

@@ -17,8 +17,47 @@ def reconcile(config, arguments):
     return 0
 
 
+def health(config, arguments):
+    """Exit 0 when every configured daemon runs (keepalived's track script)."""
+    from .health import problems
+
+    found = problems(config.state_dir)
+    for line in found:
+        print(line)
+    return 1 if found else 0
+
+
+def topology_apply(config, arguments):
+    """Carry out the stored topology (the worker POST /topology starts)."""
+    from . import transition
+
+    try:
+        status = transition.apply(config)
+    finally:
+        if arguments.lock_fd is not None:
+            os.close(arguments.lock_fd)  # the transition ends here
+    print("topology_status: %s" % status)
+    return 0 if status == "OK" else 1
+
+
+def vrrp_notify(config, arguments):
+    """What keepalived's notify runs: INSTANCE <name> <state> <priority>."""
+    from .system.vrrp import STATES, Keepalived
+
+    words = arguments.words
+    state = words[2] if len(words) >= 3 else ""
+    if state not in STATES:
+        print("octctl vrrp-notify: unexpected arguments %r" % (words,), file=sys.stderr)
+        return 2
+    Keepalived(config).record_state(state, words[3] if len(words) > 3 else "0")
+    return 0
+
+
 COMMANDS = {
     "reconcile": (reconcile, "converge service IPs and accounting rules to the stored configs"),
+    "health": (health, "exit 0 when every configured daemon runs, else 1 (one line each)"),
+    "topology-apply": (topology_apply, "carry out the stored topology (POST /topology runs it)"),
+    "vrrp-notify": (vrrp_notify, "record the state keepalived entered (its notify script)"),
 }
 
 
@@ -27,8 +66,13 @@ def main(argv=None):
     parser.add_argument("--config", help="the API's config file (default: $%s or %s)"
                         % ("APPLIANCE_API_CONFIG", "/etc/appliance-api/appliance-api.ini"))
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = {}
     for name, (_function, summary) in COMMANDS.items():
-        commands.add_parser(name, help=summary, description=summary)
+        subparsers[name] = commands.add_parser(name, help=summary, description=summary)
+    subparsers["topology-apply"].add_argument("--lock-fd", type=int,
+                                              help="topology.lock, held, inherited")
+    subparsers["vrrp-notify"].add_argument("words", nargs="*",
+                                           help="INSTANCE name state priority")
     arguments = parser.parse_args(argv)
 
     from . import config as config_module

@@ -33,6 +33,7 @@ DEFAULTS = {
         "ip": "/usr/sbin/ip",
         "iptables": "/usr/sbin/iptables",
         "ip6tables": "/usr/sbin/ip6tables",
+        "keepalived": "/usr/sbin/keepalived",
     },
     "daemons": {
         # Seconds to wait for a daemon to start or to take a reload.
@@ -45,6 +46,21 @@ DEFAULTS = {
         "manage": "yes",
         "vip_interface": "eth1",
         "chain_prefix": "APPLIANCE",
+    },
+    "ha": {
+        # The interface VRRP talks on (empty: the VIP interface). ha_ip and the
+        # service IPs always go on the VIP interface.
+        "vrrp_interface": "",
+        # Unique among the VRRP routers of one network segment.
+        "virtual_router_id": "51",
+        # Seconds between two health checks of this node's daemons.
+        "health_interval": "1",
+        # Seconds a topology change may take before it counts as failed.
+        "transition_timeout": "30",
+        # Adverts a backup misses before it takes over. 3 is the VRRP RFCs'
+        # (about 3 s); fewer is faster when the active node dies without a
+        # word, and a lost advert or two then moves the addresses needlessly.
+        "down_timer_adverts": "3",
     },
     "status": {
         # Interfaces whose traffic /status reports: names, or "all" for every

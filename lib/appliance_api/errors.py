@@ -61,3 +61,10 @@ class ServiceUnavailable(HTTPError):
     def __init__(self, reason=None, detail="", retry_after=1):
         super().__init__(reason, detail)
         self.headers = [("Retry-After", str(int(retry_after)))]
+
+
+class ClusterTransition(ServiceUnavailable):
+    """A change to an instance while the topology changes (ha-and-listeners.md)."""
+
+    def __init__(self):
+        super().__init__("Cluster transition in progress", retry_after=2)

@@ -13,6 +13,9 @@
     <state_dir>/change-slots/<n>    flock()ed by a change in progress (the cap)
     <state_dir>/appliance.lock      flock()ed while what instances share changes
     <state_dir>/owned-addresses.json  the service IPs the API added (and may remove)
+    <state_dir>/topology.json       the stored topology (0600: it holds the pair's secret)
+    <state_dir>/topology.lock       flock()ed while a topology change runs
+    <state_dir>/vrrp/               keepalived: its config, pid files, output, last state
 
 An instance exists while it has any uploaded file (a config, the 503 page or
 a certificate); the lock, pid files and logs alone do not make one.
@@ -51,6 +54,18 @@ def status_sample_path(state_dir):
 
 def appliance_lock_path(state_dir):
     return os.path.join(state_dir, "appliance.lock")
+
+
+def topology_path(state_dir):
+    return os.path.join(state_dir, "topology.json")
+
+
+def topology_lock_path(state_dir):
+    return os.path.join(state_dir, "topology.lock")
+
+
+def vrrp_dir(state_dir):
+    return os.path.join(state_dir, "vrrp")
 
 
 def owned_addresses_path(state_dir):

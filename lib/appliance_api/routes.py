@@ -10,6 +10,8 @@ from .layout import CERTIFICATE_NAME, INSTANCE_ID
 ROUTES = [
     ("GET",    "/status",                                      "status:get_status"),
     ("GET",    "/service_status",                              "status:get_service_status"),
+    ("GET",    "/topology",                                    "topology:get_topology"),
+    ("POST",   "/topology",                                    "topology:post_topology"),
     ("GET",    "/instances",                                   "instances:list_instances"),
     ("GET",    "/instances/{instance}",                        "instances:check_instance"),
     ("DELETE", "/instances/{instance}",                        "instances:delete_instance"),

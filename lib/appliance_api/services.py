@@ -59,7 +59,8 @@ def put_config(instance, service, template, config):
         files.write_atomic(rendered_path, rendered)
         files.write_atomic(template_path, template)
         try:
-            network.converge(view.service_ips(scan))  # old and new: no gap for either
+            # Old and new: no gap for either.
+            sharedstate.converge_locked(config, network, view.service_ips(scan))
         except BaseException:
             files.restore(template_path, old_template)
             files.restore(rendered_path, old_rendered)

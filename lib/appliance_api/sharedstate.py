@@ -71,7 +71,23 @@ def converge(config, *extra_scans):
     if not network.enabled:
         return
     with appliance_lock(config.state_dir):
-        network.converge(ApplianceView(config).service_ips(*extra_scans))
+        converge_locked(config, network, ApplianceView(config).service_ips(*extra_scans))
+
+
+def converge_locked(config, network, desired):
+    """converge() for a caller that holds the appliance lock. In an
+    ACTIVE-STANDBY pair the service IPs are keepalived's VRRP addresses (it
+    puts them on the active node only); the accounting rules are the API's
+    on both nodes."""
+    from . import topology
+
+    if topology.load(config.state_dir)["topology"] == "ACTIVE-STANDBY":
+        from .transition import update_service_ips
+
+        network.converge_accounting(desired)
+        update_service_ips(config, desired)
+    else:
+        network.converge(desired)
 
 
 def reconcile(config):
@@ -83,7 +99,7 @@ def reconcile(config):
         before = network.addresses_on_interface()
         view = ApplianceView(config)
         desired = view.service_ips()
-        network.converge(desired)
+        converge_locked(config, network, desired)
         after = network.addresses_on_interface()
     added, removed = sorted(after - before), sorted(before - after)
     return "service IPs: %d desired, added %s, removed %s" % (

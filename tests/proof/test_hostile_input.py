@@ -197,6 +197,7 @@ def layout_problems(state_dir, allow=()):
     problems = []
     for name in os.listdir(state_dir):
         if name not in ("instances", "status-sample.json", "change-slots", "appliance.lock",
+                        "topology.lock", "topology.json", "vrrp",
                         "owned-addresses.json"):
             problems.append(name)
     instances = os.path.join(state_dir, "instances")

@@ -32,18 +32,21 @@ def host_snapshot():
 
 
 class Namespace:
-    """A network namespace with lo up and a veth pair (INTERFACE and its peer)."""
+    """A network namespace with lo up and, by default, a veth pair (INTERFACE
+    and its peer) inside it; interface=None leaves the links to the caller."""
 
-    def __init__(self, name):
+    def __init__(self, name, interface=INTERFACE):
         self.name = name
+        self.interface = interface
         run("ip", "netns", "add", name)
         self.prefix = ("ip", "netns", "exec", name)
         try:
             self.run("ip", "link", "set", "lo", "up")
-            self.run("ip", "link", "add", INTERFACE, "type", "veth", "peer", "name",
-                     INTERFACE + "-peer")
-            self.run("ip", "link", "set", INTERFACE, "up")
-            self.run("ip", "link", "set", INTERFACE + "-peer", "up")
+            if interface == INTERFACE:
+                self.run("ip", "link", "add", INTERFACE, "type", "veth", "peer", "name",
+                         INTERFACE + "-peer")
+                self.run("ip", "link", "set", INTERFACE, "up")
+                self.run("ip", "link", "set", INTERFACE + "-peer", "up")
         except Exception:
             self.close()
             raise
@@ -53,7 +56,7 @@ class Namespace:
 
     def addresses(self):
         """Addresses on the VIP interface (no prefix length)."""
-        output = self.run("ip", "-j", "addr", "show", "dev", INTERFACE)
+        output = self.run("ip", "-j", "addr", "show", "dev", self.interface)
         return {info["local"] for link in json.loads(output) for info in link["addr_info"]
                 if info.get("scope") == "global"}
 
@@ -88,28 +91,80 @@ class Namespace:
         run("ip", "netns", "del", self.name, check=False)
 
 
+class Pair:
+    """Two appliances' namespaces joined by a bridge in a third, and a client
+    namespace on the same bridge: node addresses 192.0.2.1 and .2, the
+    client .3, all /24 on each namespace's eth0."""
+
+    NODES = ("192.0.2.1", "192.0.2.2")
+    CLIENT = "192.0.2.3"
+
+    def __init__(self, tag):
+        self.bridge = Namespace("appliance-br-%s" % tag, interface=None)
+        self.nodes, self.client = [], None
+        try:
+            self.bridge.run("ip", "link", "add", "br0", "type", "bridge")
+            self.bridge.run("ip", "link", "set", "br0", "up")
+            for number, address in enumerate(self.NODES, 1):
+                self.nodes.append(self._attach("appliance-n%d-%s" % (number, tag),
+                                               "n%d" % number, address))
+            self.client = self._attach("appliance-cl-%s" % tag, "cl", self.CLIENT)
+        except Exception:
+            self.close()
+            raise
+
+    def _attach(self, name, port, address):
+        namespace = Namespace(name, interface="eth0")
+        run("ip", "link", "add", "eth0", "netns", name, "type", "veth", "peer", "name", port,
+            "netns", self.bridge.name)
+        namespace.run("ip", "addr", "add", address + "/24", "dev", "eth0")
+        namespace.run("ip", "link", "set", "eth0", "up")
+        self.bridge.run("ip", "link", "set", port, "master", "br0")
+        self.bridge.run("ip", "link", "set", port, "up")
+        namespace.address = address
+        namespace.bridge_port = port
+        return namespace
+
+    def cut(self, node, up=False):
+        """Take node's link to the bridge down (or up again), from the bridge's side."""
+        self.bridge.run("ip", "link", "set", node.bridge_port, "up" if up else "down")
+
+    def close(self):
+        for namespace in self.nodes + [self.client, self.bridge]:
+            if namespace is not None:
+                namespace.close()
+
+
 class Site:
     """The API served by lighttpd inside a namespace, with network management on."""
 
-    def __init__(self, namespace, port=8443, api_settings=None):
+    def __init__(self, namespace, port=8443, api_settings=None, address="127.0.0.1"):
         self.namespace = namespace
+        self.address = address
         # Short: haproxy allows unix socket paths of 97 bytes.
         self.folder = tempfile.mkdtemp(prefix="an-", dir="/tmp")
         self.pki = os.path.join(self.folder, "pki")
-        run(sys.executable, os.path.join(ROOT, "tools", "pki.py"), "--out", self.pki)
+        run(sys.executable, os.path.join(ROOT, "tools", "pki.py"), "--out", self.pki,
+            "--server-address", address)
         self.port = port
         self.state_dir = os.path.join(self.folder, "state")
         self.instances_dir = os.path.join(self.state_dir, "instances")
-        conf = devsite.write_site(self.folder, ["127.0.0.1"], port, self.pki, sys.executable,
-                                  manage_network=True, vip_interface=INTERFACE,
-                                  api_settings=api_settings)
-        self.lighttpd = devsite.start_lighttpd(conf, "127.0.0.1", port, prefix=namespace.prefix)
+        self.conf = devsite.write_site(self.folder, [address], port, self.pki, sys.executable,
+                                       manage_network=True, vip_interface=namespace.interface,
+                                       api_settings=api_settings)
+        self.lighttpd = devsite.start_lighttpd(self.conf, address, port, prefix=namespace.prefix)
+
+    def restart(self):
+        """Stop lighttpd and start it again (what it started goes on)."""
+        devsite.stop_lighttpd(self.lighttpd)
+        self.lighttpd = devsite.start_lighttpd(self.conf, self.address, self.port,
+                                               prefix=self.namespace.prefix)
 
     def curl_argv(self, method, path, data=None):
         argv = list(self.namespace.prefix) + [
             "curl", "-s", "-S", "--max-time", "60", "--cacert", os.path.join(self.pki, "ca.pem"),
             "-E", os.path.join(self.pki, "client.pem"), "-X", method, "-w", "\n%{http_code}",
-            "https://127.0.0.1:%d%s" % (self.port, path)]
+            "https://%s:%d%s" % (self.address, self.port, path)]
         if data is not None:
             argv += ["--data-binary", "@-", "-H", "Content-Type: text/plain"]
         return argv
@@ -136,7 +191,7 @@ class Site:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def haproxy_config(*binds, extra_global="", extra_frontend=""):
+def haproxy_config(*binds, extra_global="", extra_frontend="", answer="vip-ok"):
     """A haproxy config answering "vip-ok" on binds. noreuseport: haproxy binds
     with SO_REUSEPORT by default and two could then share a port."""
     lines = ["global", "    maxconn 64", "    noreuseport", extra_global, "defaults",
@@ -144,5 +199,5 @@ def haproxy_config(*binds, extra_global="", extra_frontend=""):
              "    timeout server 5s", "frontend web"]
     lines += ["    bind %s" % bind for bind in binds]
     lines += [extra_frontend,
-              '    http-request return status 200 content-type text/plain string "vip-ok"']
+              '    http-request return status 200 content-type text/plain string "%s"' % answer]
     return "\n".join(line for line in lines if line) + "\n"

@@ -18,16 +18,29 @@ def test_installed_tree_serves_and_lighttpd_accepts_its_config(tmp_path):
     drop_in = (dest / "lib/systemd/system/lighttpd.service.d/appliance-api.conf").read_text()
     assert "ExecStart=/usr/sbin/lighttpd -D -f /etc/appliance-api/lighttpd.conf" in drop_in
     assert "@" not in drop_in
+    assert "ExecStartPre=-/usr/sbin/octctl --config /etc/appliance-api/appliance-api.ini " \
+        "reconcile" in drop_in
+    assert os.readlink(dest / "usr" / "sbin" / "octctl") == "../lib/appliance-api/bin/octctl"
+    assert (root / "bin" / "octctl").stat().st_mode & 0o111
+    assert "net.ipv4.ip_nonlocal_bind = 1" in (
+        dest / "etc" / "sysctl.d" / "60-appliance-api.conf").read_text()
+    assert (dest / "etc" / "logrotate.d" / "appliance-api").read_text().count(
+        "/var/lib/appliance-api/instances/*/") == 2
 
     state = tmp_path / "state"
     config = tmp_path / "api.ini"
-    config.write_text("[paths]\nstate_dir = %s\n" % state)
+    config.write_text("[paths]\nstate_dir = %s\n[network]\nmanage = no\n" % state)
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/instances", "SERVER_NAME": "appliance",
                "SERVER_PORT": "443", "SERVER_PROTOCOL": "HTTP/1.1", "GATEWAY_INTERFACE": "CGI/1.1",
                "SSL_CLIENT_VERIFY": "SUCCESS", "APPLIANCE_API_CONFIG": str(config)}
     output = subprocess.run([sys.executable, str(root / "cgi-bin" / "appliance-api")],
                             env=environ, stdout=subprocess.PIPE, check=True, cwd="/").stdout
     assert output.startswith(b"Status: 200 OK\r\n")
+    octctl = subprocess.run([sys.executable, str(dest / "usr" / "sbin" / "octctl"), "--config",
+                             str(config), "reconcile"], stdout=subprocess.PIPE, text=True,
+                            cwd="/")
+    assert octctl.returncode == 0
+    assert octctl.stdout.startswith("network management is off")
     del environ["SSL_CLIENT_VERIFY"]
     output = subprocess.run([sys.executable, str(root / "cgi-bin" / "appliance-api")],
                             env=environ, stdout=subprocess.PIPE, check=True, cwd="/").stdout

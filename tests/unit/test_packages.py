@@ -71,7 +71,8 @@ def programs_in_python(path):
 def _list_heads(node):
     for sub in ast.walk(node):
         if isinstance(sub, (ast.List, ast.Tuple)) and sub.elts and \
-                isinstance(sub.elts[0], ast.Constant) and isinstance(sub.elts[0].value, str):
+                isinstance(sub.elts[0], ast.Constant) and isinstance(sub.elts[0].value, str) \
+                and not sub.elts[0].value.startswith("-"):  # options added to a command line
             yield sub.elts[0].value
 
 

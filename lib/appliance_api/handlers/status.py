@@ -17,19 +17,25 @@ def get_status(request):
             if daemon_for(service, instance, config).process() is not None:
                 counts[service] += 1
     figures = statistics.sample_rates(config)
+    from .. import topology
+
+    stored = topology.load(config.state_dir)
     body = {
         "network_tx": figures["network_tx"],
         "network_rx": figures["network_rx"],
-        "active_node": appliance.active_node(config),
+        "active_node": appliance.active_node(config, stored),
         "haproxy_count": str(counts["haproxy"]),
         "stunnel_count": str(counts["stunnel"]),
         "hostname": statistics.hostname(),
-        "fencing_daemon_status": appliance.fencing_daemon_status(config),
+        "fencing_daemon_status": appliance.fencing_daemon_status(config, stored),
         "user_cpu": figures["user_cpu"],
         "system_cpu": figures["system_cpu"],
         "software_irq": figures["software_irq"],
         "load": statistics.load(),
         "instance_count": len(instances),
+        "topology": stored["topology"],
+        "role": appliance.role(config, stored),
+        "topology_status": topology.status(config.state_dir, stored),
     }
     return Response(json.dumps(body), content_type="application/json")
 

@@ -53,12 +53,25 @@ class Network:
         self._write_owned(owned | to_add)
         for address in sorted(to_add, key=_sort_key):
             self._add_address(address)
+        self.converge_accounting(desired)
+        self.remove_addresses(to_remove)
+        self._write_owned((owned | to_add) & desired)
+
+    def converge_accounting(self, desired):
+        """The accounting chains alone (in a pair, keepalived moves the addresses)."""
+        if not self.enabled:
+            return
         for version in (4, 6):
             self._converge_chains(version, {a for a in desired
                                             if ipaddress.ip_address(a).version == version})
-        for address in sorted(to_remove, key=_sort_key):
+
+    def remove_addresses(self, addresses):
+        for address in sorted(addresses, key=_sort_key):
             self._ip(["addr", "del", _with_prefix(address), "dev", self.interface], check=False)
-        self._write_owned((owned | to_add) & desired)
+
+    def forget_owned(self):
+        """The API owns no address any more (keepalived does)."""
+        files.remove(self.record_path)
 
     def owned(self):
         try:

@@ -1,0 +1,47 @@
+"""/topology: this appliance's place in its cluster (ha-and-listeners.md)."""
+import json
+
+from ..app import Response, text
+from ..errors import ClusterTransition
+
+
+def get_topology(request):
+    import socket
+
+    from .. import appliance, topology
+
+    stored = topology.load(request.config.state_dir)
+    body = {
+        "hostname": socket.gethostname(),
+        "topology": stored["topology"],
+        "role": appliance.role(request.config, stored),
+        "primary_ip": stored["primary_ip"],
+        "ha_ip": stored["ha_ip"],
+        "all_ips": stored["all_ips"],
+        "routing-mode": stored["routing-mode"],
+        "topology_status": topology.status(request.config.state_dir, stored),
+    }
+    return Response(json.dumps(body), content_type="application/json")
+
+
+def post_topology(request):
+    """Validate, store with topology_status TOPOLOGY-CHANGE, and start the
+    worker that carries the change out; it inherits topology.lock, so the
+    transition counts as running from this moment until the worker ends."""
+    import os
+
+    from .. import appliance, topology
+    from ..transition import start_worker
+
+    body = request.read_body(int(request.config.number("limits", "config_bytes")))
+    lock = topology.take_transition_lock(request.config.state_dir)
+    if lock is None:
+        raise ClusterTransition()
+    try:
+        wanted = topology.parse_form(body, appliance.own_addresses(request.config))
+        wanted.update(status=topology.TRANSITION, reason="")
+        topology.store(request.config.state_dir, wanted)
+        start_worker(request.config, lock)
+    finally:
+        os.close(lock)
+    return text("OK")

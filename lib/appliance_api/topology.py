@@ -1,0 +1,231 @@
+"""This appliance's place in a cluster (../shared/spec/ha-and-listeners.md):
+the stored topology, its validation, and the transition between two.
+
+What this appliance makes of each topology:
+
+- SINGLE: no VRRP daemon; the service IPs are on the VIP interface.
+- ACTIVE-STANDBY: keepalived (system/vrrp.py) runs VRRPv2 unicast between
+  the addresses in all_ips; the node holding ha_ip is active. The service IPs
+  move with ha_ip (VRRP addresses of the same instance), and haproxy runs on
+  both nodes, binding them with ip_nonlocal_bind.
+- ACTIVE-ACTIVE: refused (409): both nodes would have to carry each service
+  IP at once, which takes a distribution scheme (ECMP, a shared MAC) this
+  appliance does not have.
+- routing-mode LAYER2 and ROUTED run the same unicast VRRP (the peers may sit
+  in different subnets either way); the appliance runs no routing daemon, so
+  under ROUTED the network must route ha_ip and the service IPs to both nodes.
+
+A change is stored with topology_status TOPOLOGY-CHANGE and carried out by a
+detached worker (`octctl topology-apply`) holding topology.lock; changes to
+instances get 503 meanwhile. A transition whose worker died, or that ran past
+its deadline, reads as a failure.
+"""
+import ipaddress
+import json
+import os
+
+from .errors import Conflict
+from .layout import topology_lock_path, topology_path
+from .system import files
+
+TOPOLOGIES = ("SINGLE", "ACTIVE-STANDBY", "ACTIVE-ACTIVE")
+ROLES = ("PRIMARY", "SECONDARY")
+ROUTING_MODES = ("LAYER2", "ROUTED")
+FIELDS = ("topology", "routing-mode", "role", "ha_ip", "primary_ip", "secret")
+# A VRRPv2 password travels in clear and keepalived uses 8 characters of it;
+# no blanks, quotes, braces or comment signs: it is written into keepalived.conf.
+SECRET_CHARACTERS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                        "._~@%^&*+=:,/-")
+
+TRANSITION = "TOPOLOGY-CHANGE"
+
+NEVER_CONFIGURED = {"topology": "SINGLE", "role": "PRIMARY", "primary_ip": "", "ha_ip": "",
+                    "all_ips": [], "routing-mode": "LAYER2", "secret": "",
+                    "status": "OK", "reason": ""}
+
+
+def parse_form(body, own_addresses):
+    """The topology a POST asks for, from its form fields; Conflict (409,
+    "Invalid request" then one line per parameter) for anything wrong."""
+    from urllib.parse import parse_qsl
+
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise Conflict("Invalid request", "body: not UTF-8 form data")
+    fields, all_ips, problems = {}, {}, []
+    for name, value in pairs:
+        if name.startswith("all_ips[") and name.endswith("]") and name[8:-1].isdigit():
+            all_ips[int(name[8:-1])] = value.strip()
+        elif name in FIELDS:
+            fields[name] = value.strip()
+        else:
+            problems.append("%s: unknown parameter" % name)
+    wanted = dict(NEVER_CONFIGURED)
+    topology = fields.get("topology", "")
+    if topology not in TOPOLOGIES:
+        problems.append("topology: must be SINGLE, ACTIVE-STANDBY or ACTIVE-ACTIVE")
+    elif topology == "ACTIVE-ACTIVE":
+        problems.append("topology: ACTIVE-ACTIVE is not supported on this appliance (each "
+                        "service IP would have to be active on both nodes at once)")
+    wanted["topology"] = topology
+    routing_mode = fields.get("routing-mode", "LAYER2")
+    if routing_mode not in ROUTING_MODES:
+        problems.append("routing-mode: must be LAYER2 or ROUTED")
+    wanted["routing-mode"] = routing_mode
+    role = fields.get("role", "PRIMARY")
+    if role not in ROLES:
+        problems.append("role: must be PRIMARY or SECONDARY")
+    wanted["role"] = role
+    if sorted(all_ips) != list(range(len(all_ips))):
+        problems.append("all_ips: indexes must run 0, 1, 2, ... without gaps")
+    addresses = []
+    for index in sorted(all_ips):
+        address = _address(all_ips[index])
+        if address is None:
+            problems.append("all_ips[%d]: %r is not an IP address" % (index, all_ips[index]))
+        elif address in addresses:
+            problems.append("all_ips[%d]: %s is listed twice" % (index, address))
+        else:
+            addresses.append(address)
+    wanted["all_ips"] = addresses
+    for name in ("ha_ip", "primary_ip"):
+        text = fields.get(name, "")
+        address = _address(text)
+        if text and address is None:
+            problems.append("%s: %r is not an IP address" % (name, text))
+        wanted[name] = address or ""
+    wanted["secret"] = fields.get("secret", "")
+
+    if topology == "ACTIVE-STANDBY":
+        problems += _pair_problems(wanted, own_addresses)
+    elif topology == "SINGLE" and role != "PRIMARY":
+        problems.append("role: a SINGLE appliance is PRIMARY")
+    if problems:
+        raise Conflict("Invalid request", "\n".join(problems))
+    if topology == "SINGLE":
+        wanted.update(primary_ip="", ha_ip="", all_ips=[], secret="")
+    return wanted
+
+
+def _pair_problems(wanted, own_addresses):
+    problems = []
+    addresses = wanted["all_ips"]
+    if len(addresses) < 2:
+        problems.append("all_ips: ACTIVE-STANDBY needs both nodes' addresses")
+    if not wanted["ha_ip"]:
+        problems.append("ha_ip: required for ACTIVE-STANDBY")
+    elif wanted["ha_ip"] in addresses:
+        problems.append("ha_ip: %s must not be one of all_ips" % wanted["ha_ip"])
+    if not wanted["primary_ip"]:
+        problems.append("primary_ip: required for ACTIVE-STANDBY")
+    elif ":" in wanted["primary_ip"]:
+        problems.append("primary_ip: must be an IPv4 address")
+    elif wanted["primary_ip"] not in addresses:
+        problems.append("primary_ip: %s is not one of all_ips" % wanted["primary_ip"])
+    secret = wanted["secret"]
+    if not secret:
+        problems.append("secret: required for ACTIVE-STANDBY")
+    elif not set(secret) <= SECRET_CHARACTERS:
+        problems.append("secret: letters, digits and ._~@%^&*+=:,/- only")
+    mine = [a for a in addresses if a in own_addresses]
+    if addresses and not mine:
+        problems.append("all_ips: none of them is this appliance's own address")
+    elif len(mine) > 1:
+        problems.append("all_ips: %s are all this appliance's own" % ", ".join(mine))
+    elif mine and wanted["primary_ip"] in addresses:
+        is_primary = mine[0] == wanted["primary_ip"]
+        if wanted["role"] == "PRIMARY" and not is_primary:
+            problems.append("role: PRIMARY, but this appliance is %s, not primary_ip %s"
+                            % (mine[0], wanted["primary_ip"]))
+        if wanted["role"] == "SECONDARY" and is_primary:
+            problems.append("role: SECONDARY, but this appliance is primary_ip %s" % mine[0])
+    return problems
+
+
+def _address(text):
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def load(state_dir):
+    """The stored topology (never-configured when there is none)."""
+    data = files.read(topology_path(state_dir))
+    stored = dict(NEVER_CONFIGURED)
+    if data is not None:
+        try:
+            stored.update(json.loads(data))
+        except ValueError:
+            stored.update(status="FAILED", reason="the stored topology is unreadable")
+    return stored
+
+
+def store(state_dir, topology):
+    files.write_atomic(topology_path(state_dir), json.dumps(topology, indent=1).encode(), 0o600)
+
+
+def own_address(topology, own_addresses):
+    """This node's address among all_ips."""
+    for address in topology["all_ips"]:
+        if address in own_addresses:
+            return address
+    return None
+
+
+def status(state_dir, topology=None):
+    """topology_status: OK, TOPOLOGY-CHANGE, or "FAILED: <reason>"."""
+    topology = topology or load(state_dir)
+    if transition_running(state_dir):
+        return TRANSITION
+    if topology["status"] == TRANSITION:
+        # The worker holds the lock from the POST on (it inherits it): a
+        # change stored as running with the lock free lost its worker.
+        return "FAILED: the topology change did not complete"
+    if topology["status"] == "OK":
+        return "OK"
+    return "FAILED: %s" % (topology.get("reason") or "unknown")
+
+
+def take_transition_lock(state_dir):
+    """topology.lock, held (an open descriptor), or None when a transition
+    holds it already. The worker that carries the change out inherits it."""
+    import fcntl
+
+    import time
+
+    fd = os.open(topology_lock_path(state_dir), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + 0.2  # past the instant a probe holds it shared
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.01)
+
+
+def transition_running(state_dir):
+    """Whether a transition (a POST, or its worker) holds topology.lock now.
+    The probe takes it shared, so probes running at once never see each other."""
+    import fcntl
+
+    try:
+        fd = os.open(topology_lock_path(state_dir), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                     0o600)
+    except OSError:  # no state folder yet, or a read-only one: no transition either
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def in_transition(state_dir):
+    return status(state_dir) == TRANSITION
