@@ -22,7 +22,7 @@ DEBIAN_PACKAGES := lighttpd lighttpd-mod-openssl haproxy stunnel4 iptables iprou
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: all deps debian-packages print-debian-packages venv pki run test test-unit test-debian test-e2e \
-	bench bench-reload bench-failover proof install clean
+	bench bench-reload bench-failover bench-sync proof install clean
 
 all: test
 
@@ -80,6 +80,10 @@ bench-reload: deps pki
 bench-failover: deps
 	$(VENV)/bin/python bench/bench_failover.py
 
+# The standby's sync: a change on the active until it runs on the standby; a no-op run.
+bench-sync: deps
+	$(VENV)/bin/python bench/bench_sync.py
+
 clean:
 	rm -rf $(VAR) $(VENV)
 
@@ -96,6 +100,10 @@ install:
 	test -e $(DESTDIR)$(SYSCONFDIR)/appliance-api/appliance-api.ini || \
 		install -m 0644 conf/appliance-api.ini $(DESTDIR)$(SYSCONFDIR)/appliance-api/appliance-api.ini
 	install -d $(DESTDIR)/lib/systemd/system/lighttpd.service.d
+	for unit in appliance-api-sync.service appliance-api-sync.timer; do \
+		sed 's|@PREFIX@|$(PREFIX)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' conf/$$unit \
+			> $(DESTDIR)/lib/systemd/system/$$unit; \
+	done
 	sed 's|@PREFIX@|$(PREFIX)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' conf/lighttpd-drop-in.conf \
 		> $(DESTDIR)/lib/systemd/system/lighttpd.service.d/appliance-api.conf
 	install -D -m 0644 conf/sysctl.conf $(DESTDIR)$(SYSCONFDIR)/sysctl.d/60-appliance-api.conf

@@ -27,6 +27,7 @@ import uuid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+from support.polling import eventually  # noqa: E402
 from support.netns import Pair, Site, haproxy_config  # noqa: E402
 
 HA_IP, SERVICE_IP = "192.0.2.100", "192.0.2.110"
@@ -59,15 +60,6 @@ print(requests, failed, flush=True)
 """
 
 
-def wait_for(probe, timeout, interval=0.005):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
 def holders(pair, address):
     return [address in node.addresses() for node in pair.nodes]
 
@@ -89,7 +81,7 @@ def transition_done(site):
 
 
 def primary_back(pair, timeout=20):
-    return wait_for(lambda: holders(pair, SERVICE_IP) == [True, False]
+    return eventually(lambda: holders(pair, SERVICE_IP) == [True, False]
                     and holders(pair, HA_IP) == [True, False], timeout, 0.05)
 
 
@@ -101,10 +93,11 @@ def measure(pair, fail, restore):
     time.sleep(1.5)  # a settled pair: adverts flowing, health checks passing
     started = time.monotonic()
     fail()
-    assert wait_for(lambda: holders(pair, HA_IP)[1] and holders(pair, SERVICE_IP)[1], 15), \
+    assert eventually(lambda: holders(pair, HA_IP)[1] and holders(pair, SERVICE_IP)[1], 15,
+                      0.005), \
         "the secondary never took over"
     moved = time.monotonic() - started
-    assert wait_for(lambda: active(secondary), 10, 0.01)
+    assert eventually(lambda: active(secondary), 10, 0.01)
     said = time.monotonic() - started
     restore()
     assert primary_back(pair), "the primary did not take the addresses back"
@@ -124,7 +117,7 @@ def main():
         for site, role in zip(sites, ("PRIMARY", "SECONDARY")):
             assert site("POST", "/topology", sample_call(role)) == (200, "OK\n")
         for site in sites:
-            assert wait_for(lambda: transition_done(site), 30, 0.1), site("GET", "/topology")
+            assert eventually(lambda: transition_done(site), 30, 0.1), site("GET", "/topology")
         instance = str(uuid.uuid4())
         for number, site in enumerate(sites, 1):
             code, body = site("PUT", "/instances/%s/haproxy" % instance,
@@ -142,7 +135,7 @@ def main():
 
         def restart_keepalived():
             assert primary("POST", "/topology", sample_call("PRIMARY")) == (200, "OK\n")
-            assert wait_for(lambda: transition_done(primary), 30, 0.1)
+            assert eventually(lambda: transition_done(primary), 30, 0.1)
 
         def restart_haproxy():
             code, body = primary("PUT", "/instances/%s/haproxy" % instance,
@@ -171,7 +164,7 @@ def main():
             stdout=subprocess.PIPE, text=True)
         time.sleep(3)
         os.kill(keepalived_pid(), signal.SIGTERM)
-        assert wait_for(lambda: holders(pair, SERVICE_IP)[1], 15)
+        assert eventually(lambda: holders(pair, SERVICE_IP)[1], 15)
         time.sleep(3)
         restart_keepalived()
         assert primary_back(pair)

@@ -53,11 +53,21 @@ def vrrp_notify(config, arguments):
     return 0
 
 
+def sync(config, arguments):
+    """One pull from the active node, on a standby (the timer runs it)."""
+    from . import sync as sync_module
+
+    print(sync_module.run(config))
+    state = sync_module.load_state(config.state_dir)
+    return 1 if state.get("failing") or state.get("error") else 0
+
+
 COMMANDS = {
     "reconcile": (reconcile, "converge service IPs and accounting rules to the stored configs"),
     "health": (health, "exit 0 when every configured daemon runs, else 1 (one line each)"),
     "topology-apply": (topology_apply, "carry out the stored topology (POST /topology runs it)"),
     "vrrp-notify": (vrrp_notify, "record the state keepalived entered (its notify script)"),
+    "sync": (sync, "on a standby, pull the active node's configuration (the timer runs it)"),
 }
 
 

@@ -62,6 +62,17 @@ DEFAULTS = {
         # word, and a lost advert or two then moves the addresses needlessly.
         "down_timer_adverts": "3",
     },
+    "sync": {
+        # The standby's pull from the active node (octctl sync): the CA that
+        # signed the nodes' API certificates, this node's own client
+        # certificate and key (one PEM, issued by the controller like the
+        # API's), the API's port, seconds per request, seconds per run.
+        "ca_file": "/etc/appliance-api/pki/ca.pem",
+        "client_certificate": "/etc/appliance-api/pki/sync-client.pem",
+        "port": "443",
+        "timeout": "5",
+        "budget": "60",
+    },
     "status": {
         # Interfaces whose traffic /status reports: names, or "all" for every
         # interface but loopback.

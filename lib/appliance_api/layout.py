@@ -16,6 +16,7 @@
     <state_dir>/topology.json       the stored topology (0600: it holds the pair's secret)
     <state_dir>/topology.lock       flock()ed while a topology change runs
     <state_dir>/vrrp/               keepalived: its config, pid files, output, last state
+    <state_dir>/sync.lock, sync-state.json  the standby's sync runs and their outcome
 
 An instance exists while it has any uploaded file (a config, the 503 page or
 a certificate); the lock, pid files and logs alone do not make one.
@@ -62,6 +63,14 @@ def topology_path(state_dir):
 
 def topology_lock_path(state_dir):
     return os.path.join(state_dir, "topology.lock")
+
+
+def sync_lock_path(state_dir):
+    return os.path.join(state_dir, "sync.lock")
+
+
+def sync_state_path(state_dir):
+    return os.path.join(state_dir, "sync-state.json")
 
 
 def vrrp_dir(state_dir):

@@ -12,6 +12,7 @@ ROUTES = [
     ("GET",    "/service_status",                              "status:get_service_status"),
     ("GET",    "/topology",                                    "topology:get_topology"),
     ("POST",   "/topology",                                    "topology:post_topology"),
+    ("GET",    "/manifest",                                    "manifest:get_manifest"),
     ("GET",    "/instances",                                   "instances:list_instances"),
     ("GET",    "/instances/{instance}",                        "instances:check_instance"),
     ("DELETE", "/instances/{instance}",                        "instances:delete_instance"),

@@ -138,14 +138,17 @@ class Pair:
 class Site:
     """The API served by lighttpd inside a namespace, with network management on."""
 
-    def __init__(self, namespace, port=8443, api_settings=None, address="127.0.0.1"):
+    def __init__(self, namespace, port=8443, api_settings=None, address="127.0.0.1", pki=None):
+        """pki: a tools/pki.py folder to share (two nodes of a pair trust each
+        other's client certificates); by default a new one of its own."""
         self.namespace = namespace
         self.address = address
         # Short: haproxy allows unix socket paths of 97 bytes.
         self.folder = tempfile.mkdtemp(prefix="an-", dir="/tmp")
-        self.pki = os.path.join(self.folder, "pki")
-        run(sys.executable, os.path.join(ROOT, "tools", "pki.py"), "--out", self.pki,
-            "--server-address", address)
+        self.pki = pki or os.path.join(self.folder, "pki")
+        if pki is None:
+            run(sys.executable, os.path.join(ROOT, "tools", "pki.py"), "--out", self.pki,
+                "--server-address", address)
         self.port = port
         self.state_dir = os.path.join(self.folder, "state")
         self.instances_dir = os.path.join(self.state_dir, "instances")
@@ -189,6 +192,30 @@ class Site:
     def close(self):
         devsite.stop_lighttpd(self.lighttpd)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def shared_pki(folder, addresses):
+    """One tools/pki.py PKI for both nodes of a pair (server certificate for
+    every address), plus sync-client.pem: a standby's own client certificate
+    for its pull, issued by the same CA as the API's."""
+    run(sys.executable, os.path.join(ROOT, "tools", "pki.py"), "--out", folder,
+        *[word for address in addresses for word in ("--server-address", address)])
+    import pki as pki_tool  # tools/pki.py
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    with open(os.path.join(folder, "ca.pem"), "rb") as file:
+        ca_cert = x509.load_pem_x509_certificate(file.read())
+    with open(os.path.join(folder, "ca.key"), "rb") as file:
+        ca_key = serialization.load_pem_private_key(file.read(), password=None)
+    pki_tool.write_private(os.path.join(folder, "sync-client.pem"), pki_tool.pem_bundle(
+        *pki_tool.make_leaf(ca_cert, ca_key, "appliance-sync", client=True)))
+    return folder
+
+
+def sync_settings(pki, port=8443):
+    return {"ca_file": os.path.join(pki, "ca.pem"),
+            "client_certificate": os.path.join(pki, "sync-client.pem"), "port": str(port)}
 
 
 def haproxy_config(*binds, extra_global="", extra_frontend="", answer="vip-ok"):

@@ -37,6 +37,10 @@ def get_status(request):
         "role": appliance.role(config, stored),
         "topology_status": topology.status(config.state_dir, stored),
     }
+    if stored["topology"] == "ACTIVE-STANDBY":
+        from ..sync import status_keys
+
+        body.update(status_keys(config.state_dir))
     return Response(json.dumps(body), content_type="application/json")
 
 

@@ -1,0 +1,327 @@
+"""The standby keeps itself in step with the active node (`octctl sync`), for
+real: the pair of tests/e2e/test_pair.py (two nodes and a client in network
+namespaces on a bridge; lighttpd, haproxy, stunnel, keepalived on both), one
+PKI for both nodes, and the standby's own client certificate for its pull.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from support.netns import (ROOT, Pair, Site, haproxy_config, host_snapshot, shared_pki,
+                           sync_settings)
+
+from .conftest import pki_tool
+from .helpers import eventually as wait_for
+from .test_certificates import listener_certificate
+
+HA_IP, SERVICE_IP = "192.0.2.100", "192.0.2.110"
+PRIMARY, SECONDARY = Pair.NODES
+
+
+def sample_call(role):
+    return ("topology=ACTIVE-STANDBY&routing-mode=LAYER2&role=%s&ha_ip=%s&primary_ip=%s"
+            "&all_ips[0]=%s&all_ips[1]=%s&secret=syncsecret"
+            % (role, HA_IP, PRIMARY, PRIMARY, SECONDARY))
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    before = host_snapshot()
+    pki = shared_pki(str(tmp_path_factory.mktemp("pair-pki")), Pair.NODES)
+    pair_ = Pair("s%d" % os.getpid())
+    sites = []
+    try:
+        for node in pair_.nodes:
+            sites.append(Site(node, address=node.address, pki=pki, api_settings={
+                "api": {"management_address": node.address},
+                "daemons": {"start_timeout": "10", "stop_timeout": "3"},
+                "sync": sync_settings(pki)}))
+        pair_.sites = sites
+        for site, role in zip(sites, ("PRIMARY", "SECONDARY")):
+            assert site("POST", "/topology", sample_call(role)) == (200, "OK\n")
+        for site in sites:
+            assert wait_for(lambda: topology_status(site) == "OK", 20)
+        assert wait_for(lambda: [HA_IP in n.addresses() for n in pair_.nodes] == [True, False],
+                        10)
+        yield pair_
+    finally:
+        for site in sites:
+            site("POST", "/topology", "topology=SINGLE")
+        for site in sites:
+            wait_for(lambda: topology_status(site) != "TOPOLOGY-CHANGE", 20)
+            for instance in site("GET", "/instances")[1].split():
+                site("DELETE", "/instances/" + instance)
+            site.close()
+        pair_.close()
+    assert host_snapshot() == before
+
+
+def topology_status(site):
+    return json.loads(site("GET", "/topology")[1])["topology_status"]
+
+
+def status(site):
+    return json.loads(site("GET", "/status")[1])
+
+
+def sync(site):
+    """`octctl sync` on the site's node: (exit status, its line)."""
+    completed = subprocess.run(list(site.namespace.prefix) + [
+        sys.executable, os.path.join(ROOT, "bin", "octctl"), "--config",
+        os.path.join(site.folder, "appliance-api.ini"), "sync"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    return completed.returncode, completed.stdout.strip()
+
+
+def stored_files(site):
+    """{relative path: bytes} of what the API stores (templates, 503 pages,
+    certificates); not what the daemons or the API keep for themselves."""
+    found = {}
+    for folder, _dirs, names in os.walk(site.instances_dir):
+        for name in names:
+            if name in ("haproxy.cfg", "stunnel.conf", "custom503.http") or (
+                    name.endswith(".pem") and folder.endswith("certificates")):
+                path = os.path.join(folder, name)
+                with open(path, "rb") as file:
+                    found[os.path.relpath(path, site.instances_dir)] = file.read()
+    return found
+
+
+def access_lines(site):
+    path = os.path.join(site.folder, "log", "access.log")
+    try:
+        with open(path, errors="replace") as log:
+            return log.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def between_markers(site, start, end):
+    """The access log's lines between two marker requests (lighttpd flushes
+    its log every few seconds, in order)."""
+    assert wait_for(lambda: any(" %s " % end in line for line in access_lines(site)), 15)
+    lines = access_lines(site)
+    first = next(n for n, line in enumerate(lines) if " %s " % start in line)
+    last = next(n for n, line in enumerate(lines) if " %s " % end in line)
+    return lines[first + 1:last]
+
+
+PAGE = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n\r\nsorry %d\n"
+
+
+def tenant(active, instance, ca, port=443, address=SERVICE_IP):
+    bundle = listener_certificate(ca)[0]
+    base = "/instances/" + instance
+    assert active("PUT", base + "/certificates/localhost.pem", bundle.decode())[0] == 201
+    code, body = active("PUT", base + "/haproxy", haproxy_config(
+        "%s:%d ssl crt {INSTANCE_DIR}/certificates/localhost.pem" % (address, port),
+        answer="tenant-%s" % instance[:8]))
+    assert code == 201, body
+    return bundle
+
+
+def test_only_a_standby_syncs(pair):
+    active, standby = pair.sites
+    code, line = sync(active)
+    assert (code, line) == (0, "this node is active: nothing to do (only a standby syncs)")
+
+
+def test_a_change_on_the_active_runs_on_the_standby_after_one_sync(pair):
+    active, standby = pair.sites
+    ca = pki_tool.make_ca("tenant CA")
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    tenant(active, first, ca)
+    assert active("PUT", "/instances/%s/custom503" % first, (PAGE % 1).decode())[0] == 201
+    assert active("PUT", "/instances/%s/certificates/localhost.pem" % second,
+                  listener_certificate(ca)[0].decode())[0] == 201
+    code, body = active("PUT", "/instances/%s/stunnel" % second,
+                        "[tls]\naccept = 192.0.2.111:443\nconnect = 127.0.0.1:9\n"
+                        "cert = {INSTANCE_DIR}/certificates/localhost.pem\n")
+    assert code == 201, body
+
+    code, line = sync(standby)
+    assert code == 0, line
+    assert line.startswith("synced from 192.0.2.1: 2 of 2 instances in step, 2 changed, "
+                           "0 failing"), line
+    assert stored_files(standby) == stored_files(active)
+    service_status = standby("GET", "/service_status")[1]
+    for instance in (first, second):
+        assert "%-52s%s" % (instance, "OK") in service_status, service_status
+    shown = status(standby)
+    assert (shown["sync_instances_in_step"], shown["sync_instances"], shown["sync_failing"],
+            shown["sync_error"]) == (2, 2, {}, "")
+    assert time.time() - shown["sync_last_success"] < 30
+
+    # Changed, deleted, and a whole instance gone: one more sync.
+    assert active("PUT", "/instances/%s/certificates/localhost.pem" % first,
+                  listener_certificate(ca)[0].decode())[0] == 201
+    assert active("DELETE", "/instances/%s/custom503" % first)[0] == 200
+    assert active("DELETE", "/instances/" + second)[0] == 200
+    code, line = sync(standby)
+    assert code == 0, line
+    assert stored_files(standby) == stored_files(active)
+    assert standby("GET", "/instances/" + second)[0] == 404
+
+
+def test_nothing_to_do_costs_one_request_and_touches_nothing(pair):
+    active, standby = pair.sites
+    instances = [str(uuid.uuid4()) for _ in range(100)]
+    for number, instance in enumerate(instances):
+        assert active("PUT", "/instances/%s/custom503" % instance,
+                      (PAGE % number).decode())[0] == 201
+    code, line = sync(standby)
+    assert code == 0, line
+    assert stored_files(standby) == stored_files(active)
+    pid = {i: p for i, p in _haproxy_pids(standby).items()}
+    mtimes = {path: os.stat(os.path.join(standby.instances_dir, path)).st_mtime_ns
+              for path in stored_files(standby)}
+
+    start, end = ("/instances/" + str(uuid.uuid4()) for _ in range(2))
+    assert active("GET", start)[0] == 404  # markers in the active's access log
+    started = time.monotonic()
+    code, line = sync(standby)
+    took = time.monotonic() - started
+    assert active("GET", end)[0] == 404
+    assert code == 0, line
+    assert ", 0 changed, 0 failing, 1 requests" in line, line
+    lines = between_markers(active, start, end)
+    assert len(lines) == 1 and '"GET /manifest HTTP/1.1" 200' in lines[0], lines
+    assert _haproxy_pids(standby) == pid
+    assert {path: os.stat(os.path.join(standby.instances_dir, path)).st_mtime_ns
+            for path in stored_files(standby)} == mtimes
+    print("no-op sync over %d instances: %.3f s, 1 request"
+          % (len(standby("GET", "/instances")[1].split()), took))
+
+    assert active("PUT", "/instances/%s/custom503" % instances[7], (PAGE % 1000).decode())[0] \
+        == 201
+    code, line = sync(standby)
+    assert ", 1 changed, 0 failing, 2 requests" in line, line
+    changed = {path for path in stored_files(standby)
+               if os.stat(os.path.join(standby.instances_dir, path)).st_mtime_ns
+               != mtimes.get(path)}
+    assert changed == {"%s/custom503.http" % instances[7]}
+    for instance in instances:
+        assert active("DELETE", "/instances/" + instance)[0] == 200
+    assert sync(standby)[0] == 0
+    assert stored_files(standby) == stored_files(active)
+
+
+def _haproxy_pids(site):
+    pids = {}
+    for line in site("GET", "/service_status")[1].splitlines():
+        if not line.startswith(" "):
+            current = line.split()[0]
+        elif "running (pid" in line:
+            pids[current, line.split()[0]] = line.split("pid ")[1].rstrip(")")
+    return pids
+
+
+def test_a_config_the_standby_cannot_run_is_reported_and_the_rest_syncs(pair):
+    active, standby = pair.sites
+    blocked, fine = str(uuid.uuid4()), str(uuid.uuid4())
+    holder = subprocess.Popen(list(standby.namespace.prefix) + [
+        sys.executable, "-c", "import socket, time; s = socket.socket(); "
+        "s.bind(('127.0.0.1', 9301)); s.listen(); time.sleep(60)"])
+    try:
+        time.sleep(0.5)
+        assert active("PUT", "/instances/%s/haproxy" % blocked,
+                      haproxy_config("127.0.0.1:9301"))[0] == 201
+        assert active("PUT", "/instances/%s/custom503" % fine, (PAGE % 5).decode())[0] == 201
+        code, line = sync(standby)
+        assert code == 1, line
+        failing = status(standby)["sync_failing"]
+        assert list(failing) == [blocked], failing
+        assert failing[blocked].startswith("PUT /instances/%s/haproxy: 409 Invalid "
+                                           "configuration" % blocked), failing
+        assert standby("GET", "/instances/%s/custom503" % fine)[0] == 200
+        assert standby("GET", "/instances/%s/haproxy" % blocked)[0] == 404
+    finally:
+        holder.kill()
+        holder.wait()
+    code, line = sync(standby)
+    assert code == 0, line
+    assert status(standby)["sync_failing"] == {}
+    for instance in (blocked, fine):
+        assert active("DELETE", "/instances/" + instance)[0] == 200
+    assert sync(standby)[0] == 0
+
+
+def test_an_unreachable_active_leaves_the_standby_as_it_is(pair):
+    active, standby = pair.sites
+    instance = str(uuid.uuid4())
+    assert active("PUT", "/instances/%s/custom503" % instance, (PAGE % 9).decode())[0] == 201
+    assert sync(standby)[0] == 0
+    kept = stored_files(standby)
+    assert active("DELETE", "/instances/" + instance)[0] == 200
+    active.lighttpd.terminate()
+    active.lighttpd.wait(5)
+    try:
+        code, line = sync(standby)
+        assert code == 1
+        assert line.startswith("not synced: active node 192.0.2.1 unreachable"), line
+        shown = status(standby)
+        assert shown["sync_error"].startswith("active node 192.0.2.1 unreachable")
+        assert time.time() - shown["sync_unreachable_since"] < 60
+        assert stored_files(standby) == kept
+    finally:
+        active.restart()
+    assert sync(standby)[0] == 0
+    assert status(standby)["sync_error"] == ""
+    assert standby("GET", "/instances/" + instance)[0] == 404
+
+
+def test_a_failover_serves_every_synchronised_tenant_from_the_standby(pair):
+    """Tenants configured on the active only; one sync; the active's
+    keepalived stops while a client loop runs through the tenant's service IP
+    (TLS, verifying the tenant's certificate): the standby answers."""
+    active, standby = pair.sites
+    ca = pki_tool.make_ca("tenant CA")
+    instance = str(uuid.uuid4())
+    tenant(active, instance, ca, port=4443)
+    assert sync(standby)[0] == 0
+    ca_file = os.path.join(active.folder, "tenant-ca.pem")
+    from cryptography.hazmat.primitives import serialization
+    with open(ca_file, "wb") as file:
+        file.write(ca[0].public_bytes(serialization.Encoding.PEM))
+    loop = subprocess.Popen(list(pair.client.prefix) + [sys.executable, "-c", CLIENT % {
+        "address": SERVICE_IP, "ca": ca_file, "requests": 400}], stdout=subprocess.PIPE,
+        text=True)
+    time.sleep(1.5)
+    with open(os.path.join(active.state_dir, "vrrp", "keepalived.pid")) as file:
+        os.kill(int(file.read()), 15)
+    requests, failed, last = loop.communicate(timeout=120)[0].split()
+    print("failover of a synced tenant: %s requests, %s failed" % (requests, failed))
+    assert int(requests) == 400 and int(failed) <= 2
+    assert last == "tenant-%s" % instance[:8]
+    assert SERVICE_IP in pair.nodes[1].addresses()
+    assert active("POST", "/topology", sample_call("PRIMARY")) == (200, "OK\n")
+    assert wait_for(lambda: [HA_IP in n.addresses() for n in pair.nodes] == [True, False], 15)
+
+
+CLIENT = r"""
+import http.client, ssl, time
+context = ssl.create_default_context(cafile=%(ca)r)
+context.check_hostname = False
+requests = failed = 0
+last = ""
+while requests < %(requests)d:
+    requests += 1
+    try:
+        connection = http.client.HTTPSConnection(%(address)r, 4443, timeout=3,
+                                                 context=context)
+        connection.request("GET", "/")
+        answer = connection.getresponse()
+        last = answer.read().decode()
+        connection.close()
+        if answer.status != 200:
+            failed += 1
+    except OSError:
+        failed += 1
+    time.sleep(0.01)
+print(requests, failed, last or "-")
+"""
