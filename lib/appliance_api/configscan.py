@@ -33,6 +33,26 @@ HAPROXY_FILE_OPTIONS = {"crt": "crt-base", "crt-list": "crt-base", "ca-file": "c
                         "crl-file": "ca-base", "ca-verify-file": "ca-base",
                         "ca-sign-file": "ca-base", "ssl-dh-param-file": None}
 STUNNEL_FILE_OPTIONS = ("cert", "key", "cafile", "capath", "crlfile", "crlpath", "include")
+# What would let a tenant's config run programs as root, or change how the
+# daemon resolves paths behind the API's back: refused outright.
+REFUSED_HAPROXY_KEYWORDS = {
+    "program": "runs a program as root",
+    "command": "runs a program as root",
+    "external-check": "runs a program as root",
+    "lua-load": "loads code", "lua-load-per-thread": "loads code", "lua-prepend-path": "loads code",
+    "default-path": "changes how relative paths are read",
+    "setenv": "sets variables that paths could use",
+    "presetenv": "sets variables that paths could use",
+    "resetenv": "changes the daemon's environment",
+    "unsetenv": "changes the daemon's environment",
+    "chroot": "moves the daemon's file system root",
+}
+REFUSED_STUNNEL_OPTIONS = {"exec": "runs a program as root", "execargs": "runs a program as root",
+                           "chroot": "moves the daemon's file system root"}
+# Outside the instance folder, a file option may name only these (read-only
+# system files: the syslog socket, the system CA bundle).
+SYSTEM_PATHS = ("/dev/log", "/dev/null", "/etc/ssl/certs/", "/usr/share/ca-certificates/",
+                "/usr/lib/ssl/certs/", "/etc/pki/tls/certs/")
 
 
 def fill(template, instance_dir, management_address):
@@ -49,6 +69,7 @@ class Listener:
         self.address = address
         self.ports = ports
         self.line_number = line_number
+        self.is_service = True  # False for a peers section's address
 
     def overlaps(self, other):
         """Whether two listeners would share a port. haproxy binds with
@@ -60,7 +81,7 @@ class Listener:
 
     def service_ip(self, management_address):
         """The address as a service IP, or None (wildcard, loopback, the management address)."""
-        if self.address is None or self.address.is_loopback \
+        if not self.is_service or self.address is None or self.address.is_loopback \
                 or str(self.address) == management_address:
             return None
         return str(self.address)
@@ -111,6 +132,7 @@ class Scan:
         roots = {os.path.normpath(os.path.abspath(state_dir)), os.path.realpath(state_dir)}
         own = {self.instance_dir, os.path.realpath(self.instance_dir)}
         found = []
+        file_options = set(self.files)
         for line_number, path in self._paths_named():
             inside_own = [d for d in own if path == d or path.startswith(d + "/")]
             if inside_own:
@@ -122,6 +144,15 @@ class Scan:
                 found.append("line %d: %s is outside this instance's folder (a config may name "
                              "files in {INSTANCE_DIR} and outside the state folder only)"
                              % (line_number, path))
+            elif (line_number, path) in file_options and not (
+                    path in SYSTEM_PATHS or path.startswith(
+                        tuple(p for p in SYSTEM_PATHS if p.endswith("/")))):
+                # A file the daemon reads (a key, a socket it creates): only the
+                # instance's own or a read-only system file, never the
+                # appliance's (its API key, its sync client certificate).
+                found.append("line %d: %s is outside this instance's folder (files a daemon "
+                             "reads or creates must be in {INSTANCE_DIR}, or be /dev/log or "
+                             "the system CA certificates)" % (line_number, path))
         return found
 
     def _paths_named(self):
@@ -134,6 +165,7 @@ class Scan:
 
 def _scan_haproxy(scan, text):
     crt_base = ca_base = None
+    section = None
     for number, line in enumerate(text.splitlines(), 1):
         try:
             words = haproxy_words(line)
@@ -149,11 +181,40 @@ def _scan_haproxy(scan, text):
                     scan._path_words.append((number, _absolute(piece, scan.instance_dir)))
         keyword = words[0][0]
         arguments = [w for w, _ in words[1:]]
+        if keyword in REFUSED_HAPROXY_KEYWORDS:
+            scan.refuse(number, line, "%s %s: not allowed in a tenant's config"
+                        % (keyword, REFUSED_HAPROXY_KEYWORDS[keyword]))
+            continue
+        if "external-check" in arguments:
+            scan.refuse(number, line, "external-check runs a program as root: not allowed in "
+                        "a tenant's config")
+        if keyword in ("peer", "server") and len(words) >= 3 and section == "peers":
+            # The local peer listens on its address: a listener like a bind.
+            _haproxy_endpoints(scan, number, line, [words[2]], service_ip=False)
+        if keyword in ("frontend", "backend", "listen", "defaults", "global", "peers",
+                       "resolvers", "userlist", "mailers", "cache", "ring", "program",
+                       "http-errors", "fcgi-app"):
+            section = keyword
+        for index, (word, plain) in enumerate(words[1:], 1):
+            if not plain and "$" in word and "/" in word:
+                scan.refuse(number, line, "variables are not allowed in a path")
+        file_words = {"errorfile": 2, "pidfile": 1, "crt-base": 1, "ca-base": 1}
+        if keyword in file_words and len(arguments) >= file_words[keyword]:
+            scan.files.append((number, _absolute(arguments[file_words[keyword] - 1],
+                                                 scan.instance_dir)))
+        if keyword == "stats" and len(arguments) >= 2 and arguments[0] == "socket" \
+                and (arguments[1].startswith("/") or arguments[1].startswith("unix@")):
+            scan.files.append((number, _absolute(arguments[1].split("@", 1)[-1],
+                                                 scan.instance_dir)))
+        if keyword == "log" and arguments and arguments[0].startswith("/"):
+            scan.files.append((number, _absolute(arguments[0], scan.instance_dir)))
         if keyword == "crt-base" and arguments:
             crt_base = _absolute(arguments[0], scan.instance_dir)
         elif keyword == "ca-base" and arguments:
             ca_base = _absolute(arguments[0], scan.instance_dir)
         for index, option in enumerate(arguments[:-1]):
+            if option == "file" and keyword in ("http-request", "http-response", "http-after-response"):
+                scan.files.append((number, _absolute(arguments[index + 1], scan.instance_dir)))
             if option in HAPROXY_FILE_OPTIONS:
                 base = {"crt-base": crt_base, "ca-base": ca_base}.get(
                     HAPROXY_FILE_OPTIONS[option]) or scan.instance_dir
@@ -170,7 +231,7 @@ def _haproxy_bind(scan, number, line, words):
     _haproxy_endpoints(scan, number, line, [words[1]])
 
 
-def _haproxy_endpoints(scan, number, line, words, stats=False):
+def _haproxy_endpoints(scan, number, line, words, stats=False, service_ip=True):
     for text, plain in words:
         if not plain:
             scan.refuse(number, line, "quotes, escapes and variables are not allowed in a "
@@ -178,8 +239,11 @@ def _haproxy_endpoints(scan, number, line, words, stats=False):
             return
         for endpoint in text.split(","):
             if endpoint.startswith("/") or endpoint.startswith(SOCKET_PREFIXES):
-                continue  # a unix socket: no TCP port (its path is checked as a file)
-            _add_listener(scan, number, line, endpoint, endpoint, "address:port")
+                path = endpoint.split("@", 1)[-1]
+                if not endpoint.startswith("abns@"):  # a unix socket: a file the daemon makes
+                    scan.files.append((number, _absolute(path, scan.instance_dir)))
+                continue
+            _add_listener(scan, number, line, endpoint, endpoint, "address:port", service_ip)
 
 
 def _scan_stunnel(scan, text):
@@ -189,6 +253,10 @@ def _scan_stunnel(scan, text):
             continue
         key, value = (part.strip() for part in stripped.split("=", 1))
         key = key.lower()
+        if key in REFUSED_STUNNEL_OPTIONS:
+            scan.refuse(number, line, "%s %s: not allowed in a tenant's config"
+                        % (key, REFUSED_STUNNEL_OPTIONS[key]))
+            continue
         if "/" in value:
             scan._path_words.append((number, _absolute(value, scan.instance_dir)))
         if key in STUNNEL_FILE_OPTIONS:
@@ -203,12 +271,13 @@ def _scan_stunnel(scan, text):
             _add_listener(scan, number, line, endpoint, value, "[address:]port")
 
 
-def _add_listener(scan, number, line, endpoint, as_written, form):
+def _add_listener(scan, number, line, endpoint, as_written, form, service_ip=True):
     listener = parse_endpoint(endpoint, number)
     if listener is None:
         scan.refuse(number, line, "%s is not a literal %s (use an IP address, [IPv6], * or "
                     "{MYIP}; host names are refused)" % (as_written, form))
     else:
+        listener.is_service = service_ip
         scan.listeners.append(listener)
 
 
@@ -224,8 +293,12 @@ def parse_endpoint(endpoint, line_number=0):
         return None
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    if "%" in host:
+        return None  # a scope: any text at all would follow into iptables and keepalived
     try:
         address = None if host in ("", "*") else ipaddress.ip_address(host)
+        if address is not None and address.version == 6 and address.ipv4_mapped:
+            address = address.ipv4_mapped  # the same socket as the IPv4 one
         first, _dash, last = port.partition("-")
         if not first.isdigit() or (last and not last.isdigit()):
             return None

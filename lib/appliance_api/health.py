@@ -22,10 +22,22 @@ def daemon_running(instance, service):
         os.fsencode(os.path.abspath(instance.rendered(service))) in words
 
 
+def changing(instance):
+    """Whether a change holds the instance's lock now: a first start, a reload
+    or a DELETE in flight, when a daemon may be down for a moment by design."""
+    from .system.locks import held
+
+    return held(instance.lock_path)
+
+
 def problems(state_dir):
-    """One line per configured daemon that does not run."""
+    """One line per configured daemon that does not run (instances in the
+    middle of a change aside: a health check must not move every tenant's
+    addresses because one tenant's haproxy is reloading)."""
     found = []
     for instance in existing_instances(state_dir):
+        if changing(instance):
+            continue
         for service in instance.configured_services():
             if service in RENDERED_NAMES and not daemon_running(instance, service):
                 found.append("%s: %s is not running" % (instance.id, service))

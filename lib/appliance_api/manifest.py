@@ -2,7 +2,8 @@
 topology. A standby compares it with its own (sync.py) and fetches only what
 differs, with the ordinary GET endpoints.
 
-    {"topology": {"topology": ..., "role": ..., "ha_ip": ..., "primary_ip": ...,
+    {"active_node": 1,
+     "topology": {"topology": ..., "role": ..., "ha_ip": ..., "primary_ip": ...,
                   "all_ips": [...], "routing-mode": ...},
      "instances": {"<id>": {"haproxy": "<sha256>", "stunnel": "<sha256>",
                             "custom503": "<sha256>",
@@ -43,8 +44,13 @@ def instance_files(instance):
 def build(config):
     from . import topology
 
+    from .appliance import active_node
+
     stored = topology.load(config.state_dir)
     return {
+        # A standby syncs only from a node that holds ha_ip now: two nodes
+        # that both lost it must not copy each other's state back and forth.
+        "active_node": active_node(config, stored),
         "topology": {key: stored[key] for key in ("topology", "role", "ha_ip", "primary_ip",
                                                   "all_ips", "routing-mode")},
         "instances": {instance.id: instance_files(instance)

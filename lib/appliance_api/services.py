@@ -47,6 +47,7 @@ def put_config(instance, service, template, config):
     # After the daemon's own check, whose errors say more about a broken config.
     scan = sharedstate.scan_template(instance, service, text, config)
     scan.check(config.state_dir)
+    sharedstate.refuse_cluster_addresses(scan, config)
 
     old_template, old_rendered = files.read(template_path), files.read(rendered_path)
     was_running = daemon.process() is not None
@@ -71,8 +72,10 @@ def put_config(instance, service, template, config):
         with appliance_lock(config.state_dir):
             files.restore(template_path, old_template)
             files.restore(rendered_path, old_rendered)
-        _bring_back(daemon, was_running)
-        sharedstate.converge(config)
+        try:
+            _bring_back(daemon, was_running)
+        finally:
+            sharedstate.converge(config)  # the new config's addresses go, whatever came back
         if isinstance(error, DaemonFailed):
             raise Conflict("Invalid configuration", "%s\n%s" % (error, error.output))
         raise

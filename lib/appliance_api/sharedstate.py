@@ -28,6 +28,22 @@ def scan_template(instance, service, template, config):
     return configscan.Scan(service, filled, instance.dir)
 
 
+def refuse_cluster_addresses(scan, config):
+    """Conflict if a config would take the pair's own addresses (ha_ip, a
+    node's address in all_ips) as a service IP: VRRP would break."""
+    from . import topology
+
+    stored = topology.load(config.state_dir)
+    if stored["topology"] != "ACTIVE-STANDBY":
+        return
+    taken = {stored["ha_ip"]} | set(stored["all_ips"])
+    problems = ["line %d: %s is the cluster's own address (ha_ip or all_ips)"
+                % (listener.line_number, listener) for listener in scan.listeners
+                if listener.address is not None and str(listener.address) in taken]
+    if problems:
+        raise Conflict("Invalid configuration", "\n".join(problems))
+
+
 class ApplianceView:
     """Every stored config's scan: {(instance id, service): Scan}. Build it under
     the appliance lock; with() overrides one config for a change in flight."""

@@ -104,82 +104,103 @@ def _run_locked(config):
         status, body = remote.get("/manifest")
         if status != 200:
             raise OSError("GET /manifest answered %d" % status)
-        wanted = json.loads(body)["instances"]
+        remote_manifest = json.loads(body)
+        wanted = remote_manifest["instances"]
     except (OSError, ValueError, KeyError) as error:
         return _unreachable(config, state, "active node %s unreachable: %s" % (peers[0], error))
-    requests = 1
-    try:
-        local = LocalApi(config)
-        have = manifest.build(config)["instances"]
-        failing, in_step, touched = {}, 0, []
-        deadline = started + config.number("sync", "budget")
-        for instance in sorted(set(wanted) | set(have)):
-            if time.time() > deadline:
-                failing[instance] = "not reached: the run's time budget ran out"
-                continue
-            target, current = wanted.get(instance), have.get(instance, {})
-            if target == current:
-                in_step += 1
-                continue
-            touched.append(instance)
-            try:
-                requests += _apply(local, remote, instance, target, current)
-                in_step += 1
-            except SyncFailed as failure:
-                requests += failure.requests
-                failing[instance] = failure.reason
-    finally:
+    if remote_manifest.get("active_node") != 1:
         remote.close()
+        return _unreachable(config, state, "the peer %s is not the active node" % peers[0])
+    local = LocalApi(config)
+    counter = {"requests": 1}
+    failing = {}
+    deadline = started + config.number("sync", "budget")
+    have = manifest.build(config)["instances"]
+    # Deletions first, on every instance: a port or an address the active
+    # moved from one config to another is free before the new one claims it.
+    for instance in sorted(set(have)):
+        steps = _deletions(instance, wanted.get(instance), have[instance])
+        _run_steps(local, remote, instance, steps, failing, counter)
+    have = manifest.build(config)["instances"]
+    for instance in sorted(set(wanted)):
+        if instance in failing or wanted[instance] == have.get(instance):
+            continue
+        if time.time() > deadline:
+            failing[instance] = "not reached: the run's time budget ran out"
+            continue
+        steps = _changes(instance, wanted[instance], have.get(instance, {}))
+        remote = _run_steps(local, remote, instance, steps, failing, counter, config, peers[0])
+    remote.close()
+    have = manifest.build(config)["instances"]
+    in_step = sum(1 for instance in wanted if have.get(instance) == wanted[instance])
     state.update(last_success=time.time(), error="", unreachable_since=None,
-                 in_step=in_step, instances=len(set(wanted)), failing=failing)
+                 in_step=in_step, instances=len(wanted), failing=failing)
     store_state(config.state_dir, state)
     return "synced from %s: %d of %d instances in step, %d changed, %d failing, %d requests" % (
-        peers[0], in_step, len(set(wanted)), len(touched), len(failing), requests)
+        peers[0], in_step, len(wanted), len(counter.get("touched", ())), len(failing),
+        counter["requests"])
 
 
-class SyncFailed(Exception):
-    def __init__(self, reason, requests):
-        super().__init__(reason)
-        self.reason = reason
-        self.requests = requests
-
-
-def _apply(local, remote, instance, target, current):
-    """Bring one instance to target; the number of requests to the active node."""
-    requests = 0
-
-    def fetch(path):
-        nonlocal requests
-        requests += 1
-        status, body = remote.get(path)
-        if status != 200:
-            raise SyncFailed("GET %s on the active node answered %d" % (path, status), requests)
-        return body
-
-    def change(method, path, body=b""):
-        status, answer = local.request(method, path, body)
-        if status not in (200, 201, 404):
-            raise SyncFailed("%s %s: %d %s" % (method, path, status,
-                                               " ".join(answer.split())[:300]), requests)
-
+def _deletions(instance, target, current):
+    """What the active no longer has: the whole instance, or configs."""
     if target is None:
-        change("DELETE", "/instances/%s" % instance)
-        return requests
+        return [("DELETE", "/instances/%s" % instance)]
+    return [("DELETE", PATHS[kind] % instance) for kind in tuple(reversed(SERVICES))
+            if kind in current and kind not in target]
+
+
+def _changes(instance, target, current):
+    """Certificates before the configs that name them, the 503 page, the
+    configs; then certificates and the 503 page the active no longer has."""
+    steps = []
     certificates, had = target.get("certificates", {}), current.get("certificates", {})
     for name in sorted(certificates):
         if certificates[name] != had.get(name):
-            path = "/instances/%s/certificates/%s" % (instance, name)
-            change("PUT", path, fetch(path))
+            steps.append(("PUT", "/instances/%s/certificates/%s" % (instance, name)))
     for kind in ("custom503",) + SERVICES:
         if kind in target and target[kind] != current.get(kind):
-            path = PATHS[kind] % instance
-            change("PUT", path, fetch(path))
-    for kind in tuple(reversed(SERVICES)) + ("custom503",):
-        if kind in current and kind not in target:
-            change("DELETE", PATHS[kind] % instance)
+            steps.append(("PUT", PATHS[kind] % instance))
+    if "custom503" in current and "custom503" not in target:
+        steps.append(("DELETE", PATHS["custom503"] % instance))
     for name in sorted(set(had) - set(certificates)):
-        change("DELETE", "/instances/%s/certificates/%s" % (instance, name))
-    return requests
+        steps.append(("DELETE", "/instances/%s/certificates/%s" % (instance, name)))
+    return steps
+
+
+def _run_steps(local, remote, instance, steps, failing, counter, config=None, peer=None):
+    """Apply one instance's steps; a failure is recorded and ends that instance
+    only. A broken connection to the active node is opened again for the next.
+    Returns the connection to go on with."""
+    import http.client
+
+    if steps:
+        counter.setdefault("touched", set()).add(instance)
+    try:
+        for method, path in steps:
+            body = b""
+            if method == "PUT":
+                counter["requests"] += 1
+                status, body = remote.get(path)
+                if status != 200:
+                    raise SyncFailed("GET %s on the active node answered %d" % (path, status))
+            status, answer = local.request(method, path, body)
+            if status not in (200, 201, 404):
+                raise SyncFailed("%s %s: %d %s" % (method, path, status,
+                                                   " ".join(answer.split())[:300]))
+    except SyncFailed as failure:
+        failing[instance] = failure.reason
+    except (OSError, http.client.HTTPException) as error:
+        failing[instance] = "the active node: %s" % (error or type(error).__name__)
+        remote.close()
+        if config is not None:
+            remote = Remote(config, peer)
+    return remote
+
+
+class SyncFailed(Exception):
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _unreachable(config, state, reason):

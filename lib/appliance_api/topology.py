@@ -144,6 +144,9 @@ def _pair_problems(wanted, own_addresses):
 
 
 def _address(text):
+    """The address, or None. No IPv6 scope: its text would go into keepalived.conf."""
+    if "%" in text:
+        return None
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
@@ -209,23 +212,7 @@ def take_transition_lock(state_dir):
 
 
 def transition_running(state_dir):
-    """Whether a transition (a POST, or its worker) holds topology.lock now.
-    The probe takes it shared, so probes running at once never see each other."""
-    import fcntl
+    """Whether a transition (a POST, or its worker) holds topology.lock now."""
+    from .system.locks import held
 
-    try:
-        fd = os.open(topology_lock_path(state_dir), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                     0o600)
-    except OSError:  # no state folder yet, or a read-only one: no transition either
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
-def in_transition(state_dir):
-    return status(state_dir) == TRANSITION
+    return held(topology_lock_path(state_dir))

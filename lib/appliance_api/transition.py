@@ -104,18 +104,12 @@ def _become_pair_member(config, stored):
 
 def _hand_addresses_to_keepalived(config, stored):
     """From SINGLE to a pair: the service IPs the API put on the interface
-    are keepalived's from now on. A node that holds ha_ip keeps them (its
-    keepalived has them as VRRP addresses); a standby must not carry them."""
-    from .appliance import holds_ha_ip
-
+    are keepalived's VRRP addresses from now on (it removed them itself on a
+    node that entered BACKUP, and carries them on the MASTER)."""
     network = Network(config)
-    if not network.enabled:
-        return
-    with appliance_lock(config.state_dir):
-        owned = network.owned()
-        if owned and not holds_ha_ip(config, stored):
-            network.remove_addresses(owned)
-        network.forget_owned()
+    if network.enabled:
+        with appliance_lock(config.state_dir):
+            network.forget_owned()
 
 
 def render(config, stored, own, service_ips):
@@ -132,9 +126,10 @@ def update_service_ips(config, service_ips):
     from .appliance import own_addresses
 
     stored = topology.load(config.state_dir)
-    keepalived = Keepalived(config)
-    if keepalived.process() is None:
-        return
+    if topology.status(config.state_dir, stored) == topology.TRANSITION:
+        return  # the worker renders and runs keepalived itself
     own = topology.own_address(stored, own_addresses(config))
     if own is not None:
-        keepalived.apply(render(config, stored, own, service_ips))
+        # Also what brings keepalived back after a reboot or a crash: the
+        # stored topology is the desired state, keepalived running is part of it.
+        Keepalived(config).apply(render(config, stored, own, service_ips))

@@ -264,6 +264,29 @@ def test_a_restart_of_lighttpd_during_a_transition_does_not_stop_it(pair):
     assert wait_for(lambda: holders(pair) == [True, False], 10)
 
 
+def test_reconcile_brings_a_crashed_keepalived_back(pair):
+    """After a reboot or a crash nothing else starts keepalived: the stored
+    topology is the desired state, and `octctl reconcile` (run before
+    lighttpd at every start) converges to it."""
+    import subprocess
+    import sys
+
+    from support.netns import ROOT
+
+    secondary = pair.sites[1]
+    assert wait_for(lambda: status(secondary)["fencing_daemon_status"] == "OK", 10)
+    os.killpg(os.getpgid(keepalived_pid(secondary)), signal.SIGKILL)
+    assert wait_for(lambda: status(secondary)["fencing_daemon_status"] == "STOPPED", 5)
+    reconcile = subprocess.run(list(secondary.namespace.prefix) + [
+        sys.executable, os.path.join(ROOT, "bin", "octctl"), "--config",
+        os.path.join(secondary.folder, "appliance-api.ini"), "reconcile"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert reconcile.returncode == 0, reconcile.stdout
+    assert wait_for(lambda: status(secondary)["fencing_daemon_status"] == "OK", 10), \
+        diagnose(secondary)
+    assert wait_for(lambda: holders(pair) == [True, False], 10)
+
+
 def test_invalid_requests_are_409_with_a_line_each_and_change_nothing(pair):
     primary = pair.sites[0]
     before = topology(primary)

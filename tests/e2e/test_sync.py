@@ -325,3 +325,26 @@ while requests < %(requests)d:
     time.sleep(0.01)
 print(requests, failed, last or "-")
 """
+
+
+def test_a_port_moved_between_configs_syncs_in_one_run(pair):
+    """The active moved :443 from its stunnel to its haproxy: the standby
+    deletes first, then claims, so the move is not a 409."""
+    active, standby = pair.sites
+    ca = pki_tool.make_ca("tenant CA")
+    instance = str(uuid.uuid4())
+    base = "/instances/" + instance
+    assert active("PUT", base + "/certificates/localhost.pem",
+                  listener_certificate(ca)[0].decode())[0] == 201
+    assert active("PUT", base + "/stunnel", "[tls]\naccept = 192.0.2.112:443\nconnect = "
+                  "127.0.0.1:9\ncert = {INSTANCE_DIR}/certificates/localhost.pem\n")[0] == 201
+    assert sync(standby)[0] == 0
+    assert active("DELETE", base + "/stunnel")[0] == 200
+    code, body = active("PUT", base + "/haproxy", haproxy_config(
+        "192.0.2.112:443 ssl crt {INSTANCE_DIR}/certificates/localhost.pem"))
+    assert code == 201, body
+    code, line = sync(standby)
+    assert (code, status(standby)["sync_failing"]) == (0, {}), line
+    assert stored_files(standby) == stored_files(active)
+    assert active("DELETE", base)[0] == 200
+    assert sync(standby)[0] == 0

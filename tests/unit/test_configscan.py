@@ -181,3 +181,49 @@ def test_in_use_follows_the_daemons_path_rules(config, in_use):
 def test_in_use_for_stunnel(config, in_use):
     assert Scan("stunnel", config, OWN).names_file(CERT) is in_use
     assert os.path.isabs(CERT)
+
+
+# Found in review: what a tenant's config could still do behind the scan's back.
+@pytest.mark.parametrize("config, why", [
+    ("program evil\n    command /bin/sh -c id\n", "runs a program as root"),
+    ("backend b\n    option external-check\n    external-check command /bin/sh\n",
+     "runs a program as root"),
+    ("global\n    lua-load /tmp/x.lua\n", "loads code"),
+    ("global\n    default-path parent\n", "changes how relative paths are read"),
+    ("global\n    setenv A /tmp\n", "sets variables that paths could use"),
+    ("global\n    chroot /\n", "moves the daemon's file system root"),
+    ("frontend f\n    bind :443 ssl crt /etc/appliance-api/pki/sync-client.pem\n",
+     "outside this instance's folder"),
+    ("global\n    stats socket /etc/x mode 600\n", "outside this instance's folder"),
+    ("frontend f\n    bind :443 ssl crt \"${A}/k.pem\"\n", "variables are not allowed in a path"),
+    ("frontend f\n    bind [fe80::1%lo]:443\n", "is not a literal address:port"),
+])
+def test_what_a_tenant_config_may_not_do(config, why):
+    scan = Scan("haproxy", config, OWN)
+    with pytest.raises(Conflict) as refused:
+        scan.check(STATE)
+    assert why in refused.value.detail, refused.value.detail
+
+
+@pytest.mark.parametrize("config", [
+    "global\n    log /dev/log local0\n",
+    "backend b\n    server s 192.0.2.1:443 ssl ca-file /etc/ssl/certs/ca-certificates.crt\n",
+    "frontend f\n    bind :443 ssl crt %s/certificates/x.pem\n" % OWN,
+    "global\n    stats socket %s/stats.sock mode 600\n" % OWN,
+])
+def test_system_files_and_own_files_are_still_fine(config):
+    Scan("haproxy", config, OWN).check(STATE)
+
+
+def test_stunnel_exec_is_refused():
+    scan = Scan("stunnel", "[s]\naccept = 443\nexec = /bin/sh\n", OWN)
+    assert scan.problems[0].startswith("line 3: exec = /bin/sh: exec runs a program as root")
+
+
+def test_a_local_peer_listens_and_an_ipv4_mapped_address_is_the_ipv4_one():
+    scan = Scan("haproxy", "peers p\n    peer me 0.0.0.0:8081\n", OWN)
+    assert [str(l) for l in scan.listeners] == ["*:8081"]
+    assert scan.service_ips(MYIP) == set()
+    mapped = haproxy("bind [::ffff:192.0.2.5]:443").listeners[0]
+    assert mapped.overlaps(haproxy("bind 192.0.2.5:443").listeners[0])
+    assert haproxy("bind [::ffff:192.0.2.5]:443").service_ips(MYIP) == {"192.0.2.5"}

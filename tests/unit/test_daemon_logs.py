@@ -19,3 +19,24 @@ def test_a_log_truncated_since_the_offset_is_read_from_its_start(config, instanc
     with open(daemon.log_path, "a") as log:
         log.write("more\n")
     assert daemon._log_since(len("Loading success.\n")) == "more\n"
+
+
+def test_health_skips_an_instance_in_the_middle_of_a_change(config, instance_id):
+    """keepalived's check must not move every tenant's addresses because one
+    instance's haproxy is starting or reloading under its lock."""
+    import fcntl
+
+    from appliance_api.health import problems
+
+    instance = Instance(config.state_dir, instance_id)
+    os.makedirs(instance.dir)
+    with open(instance.template("haproxy"), "w") as file:
+        file.write("global\n")
+    assert problems(config.state_dir) == ["%s: haproxy is not running" % instance_id]
+    lock = os.open(instance.lock_path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        assert problems(config.state_dir) == []
+    finally:
+        os.close(lock)
+    assert problems(config.state_dir) == ["%s: haproxy is not running" % instance_id]

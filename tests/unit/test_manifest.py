@@ -10,6 +10,7 @@ def test_manifest_lists_each_stored_file_with_its_digest(app, instance_id):
     assert json.loads(app.get("/manifest").text)["instances"] == {}
     app.put("/instances/%s/custom503" % instance_id, PAGE)
     shown = json.loads(app.get("/manifest").text)
+    assert shown["active_node"] == 1  # a SINGLE appliance is its own active node
     assert shown["instances"] == {instance_id: {"custom503": hashlib.sha256(PAGE).hexdigest()}}
     assert shown["topology"] == {"topology": "SINGLE", "role": "PRIMARY", "ha_ip": "",
                                  "primary_ip": "", "all_ips": [], "routing-mode": "LAYER2"}

@@ -55,7 +55,9 @@ class Network:
             self._add_address(address)
         self.converge_accounting(desired)
         self.remove_addresses(to_remove)
-        self._write_owned((owned | to_add) & desired)
+        # An address that would not go stays in the record: the next converge tries again.
+        left = to_remove & self.addresses_on_interface() if to_remove else set()
+        self._write_owned(((owned | to_add) & desired) | left)
 
     def converge_accounting(self, desired):
         """The accounting chains alone (in a pair, keepalived moves the addresses)."""

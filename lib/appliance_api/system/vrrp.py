@@ -67,7 +67,10 @@ class Keepalived:
             "    weight %d" % HEALTH_WEIGHT,
             "}",
             "vrrp_instance appliance {",
-            "    state BACKUP",
+            # PRIMARY starts as MASTER: a node that served alone goes on
+            # serving, rather than drop every address for the 3 s a BACKUP
+            # start waits. The other node, lower, yields to it.
+            "    state %s" % ("MASTER" if topology["role"] == "PRIMARY" else "BACKUP"),
             "    interface %s" % self.interface,
             "    virtual_router_id %d" % int(self.config.number("ha", "virtual_router_id")),
             "    priority %d" % PRIORITIES[topology["role"]],
