@@ -3,6 +3,7 @@ real: the pair of tests/e2e/test_pair.py (two nodes and a client in network
 namespaces on a bridge; lighttpd, haproxy, stunnel, keepalived on both), one
 PKI for both nodes, and the standby's own client certificate for its pull.
 """
+import hashlib
 import json
 import os
 import subprocess
@@ -284,6 +285,11 @@ def test_a_failover_serves_every_synchronised_tenant_from_the_standby(pair):
     instance = str(uuid.uuid4())
     tenant(active, instance, ca, port=4443)
     assert sync(standby)[0] == 0
+    # A certificate replaced on the active: the standby serves the new one.
+    bundle, replaced_der = listener_certificate(ca)
+    assert active("PUT", "/instances/%s/certificates/localhost.pem" % instance,
+                  bundle.decode())[0] == 201
+    assert sync(standby)[0] == 0
     ca_file = os.path.join(active.folder, "tenant-ca.pem")
     from cryptography.hazmat.primitives import serialization
     with open(ca_file, "wb") as file:
@@ -299,9 +305,21 @@ def test_a_failover_serves_every_synchronised_tenant_from_the_standby(pair):
     assert int(requests) == 400 and int(failed) <= 2
     assert last == "tenant-%s" % instance[:8]
     assert SERVICE_IP in pair.nodes[1].addresses()
+    served = subprocess.run(list(pair.client.prefix) + [sys.executable, "-c", SERVED % {
+        "address": SERVICE_IP}], stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+    assert served == hashlib.sha256(replaced_der).hexdigest()
     assert active("POST", "/topology", sample_call("PRIMARY")) == (200, "OK\n")
     assert wait_for(lambda: [HA_IP in n.addresses() for n in pair.nodes] == [True, False], 15)
 
+
+SERVED = r"""
+import hashlib, socket, ssl
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+with socket.create_connection((%(address)r, 4443), timeout=5) as sock:
+    with context.wrap_socket(sock) as tls:
+        print(hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest())
+"""
 
 CLIENT = r"""
 import http.client, ssl, time
