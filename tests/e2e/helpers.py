@@ -9,6 +9,8 @@ import time
 
 import psutil
 
+from support.polling import eventually  # noqa: F401  (re-exported for the suites)
+
 CURL_TIMEOUT = 30
 # What curl prints after the body: the status code, the Content-Type, the HTTP version.
 WRITE_OUT = "\n%{http_code}\n%{content_type}\n%{http_version}"
@@ -215,16 +217,6 @@ def http_get(port, path="/", host="127.0.0.1", context=None, timeout=5):
         return response.status, headers, response.read()
     finally:
         connection.close()
-
-
-def eventually(probe, timeout=3, interval=0.05):
-    """probe() until it returns something true; its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def pid_gone(pid):

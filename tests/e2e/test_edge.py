@@ -205,3 +205,13 @@ def test_200_concurrent_certificate_puts_stay_under_the_memory_cap(api):
         assert reply.status == 201, reply
     for instance in instances:
         assert api.delete("/instances/" + instance).status == 200
+
+
+def test_a_tenant_haproxy_with_a_large_maxconn_starts(api, backend, instance_id):
+    """lighttpd must not narrow the open-file limit that its CGI, and the
+    daemons the API starts, inherit: server.max-fds = 4096 once made every
+    haproxy needing more files fail ("Cannot raise FD limit")."""
+    config = haproxy_template(free_port(), backend.port).replace("maxconn 100", "maxconn 5000")
+    assert "maxconn 5000" in config
+    reply = api.put("/instances/%s/haproxy" % instance_id, config)
+    assert reply.status == 201, reply
