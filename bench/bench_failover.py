@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from support.polling import eventually  # noqa: E402
-from support.netns import Pair, Site, haproxy_config  # noqa: E402
+from support.netns import Pair, haproxy_config, topology_form  # noqa: E402
 
 HA_IP, SERVICE_IP = "192.0.2.100", "192.0.2.110"
 PRIMARY, SECONDARY = Pair.NODES
@@ -65,9 +65,7 @@ def holders(pair, address):
 
 
 def sample_call(role):
-    return ("topology=ACTIVE-STANDBY&routing-mode=LAYER2&role=%s&ha_ip=%s&primary_ip=%s"
-            "&all_ips[0]=%s&all_ips[1]=%s&secret=benchsecret"
-            % (role, HA_IP, PRIMARY, PRIMARY, SECONDARY))
+    return topology_form(role, secret="benchsecret")
 
 
 def active(site):
@@ -107,17 +105,9 @@ def measure(pair, fail, restore):
 def main():
     tag = "b%d" % os.getpid()
     pair = Pair(tag)
-    sites = []
     try:
-        for node in pair.nodes:
-            sites.append(Site(node, address=node.address, api_settings={
-                "api": {"management_address": node.address},
-                "ha": {"down_timer_adverts": DOWN_TIMER_ADVERTS}}))
-        pair.sites = sites
-        for site, role in zip(sites, ("PRIMARY", "SECONDARY")):
-            assert site("POST", "/topology", sample_call(role)) == (200, "OK\n")
-        for site in sites:
-            assert eventually(lambda: transition_done(site), 30, 0.1), site("GET", "/topology")
+        sites = pair.start_sites({"ha": {"down_timer_adverts": DOWN_TIMER_ADVERTS}})
+        pair.form(secret="benchsecret")
         instance = str(uuid.uuid4())
         for number, site in enumerate(sites, 1):
             code, body = site("PUT", "/instances/%s/haproxy" % instance,
@@ -185,11 +175,6 @@ def main():
               "(new connection each, 3 s connect timeout): %d requests, %d failed"
               % (requests, failed))
     finally:
-        for site in sites:
-            site("POST", "/topology", "topology=SINGLE")
-        time.sleep(1)
-        for site in sites:
-            site.close()
         pair.close()
 
 

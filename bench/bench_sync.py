@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 from support.polling import eventually  # noqa: E402
-from support.netns import Pair, Site, haproxy_config, shared_pki, sync_settings  # noqa: E402
+from support.netns import Pair, haproxy_config, shared_pki, sync_settings  # noqa: E402
 import pki as pki_tool  # noqa: E402
 
 PERIOD = float(os.environ.get("SYNC_PERIOD", "10"))
@@ -55,21 +55,10 @@ def octctl_sync(site):
 def main():
     pki = shared_pki(tempfile.mkdtemp(prefix="bench-sync-pki-"), Pair.NODES)
     pair = Pair("y%d" % os.getpid())
-    sites = []
     stop = threading.Event()
     try:
-        for node in pair.nodes:
-            sites.append(Site(node, address=node.address, pki=pki, api_settings={
-                "api": {"management_address": node.address}, "sync": sync_settings(pki)}))
-        active, standby = sites
-        for site, role in zip(sites, ("PRIMARY", "SECONDARY")):
-            form = ("topology=ACTIVE-STANDBY&role=%s&ha_ip=%s&primary_ip=%s&all_ips[0]=%s"
-                    "&all_ips[1]=%s&secret=benchsync" % (role, HA_IP, PRIMARY, PRIMARY,
-                                                          SECONDARY))
-            assert site("POST", "/topology", form) == (200, "OK\n")
-        for site in sites:
-            assert eventually(lambda: '"topology_status": "OK"' in site("GET", "/topology")[1],
-                            30)
+        active, standby = pair.start_sites({"sync": sync_settings(pki)}, pki=pki)
+        pair.form(secret="benchsync")
         ca = pki_tool.make_ca("tenant CA")
         instance = str(uuid.uuid4())
         path = "/instances/%s/certificates/localhost.pem" % instance
@@ -121,13 +110,6 @@ def main():
         print("| sync with nothing to do: requests to the active node | 1 |")
     finally:
         stop.set()
-        for site in sites:
-            site("POST", "/topology", "topology=SINGLE")
-        time.sleep(1)
-        for site in sites:
-            for name in site("GET", "/instances")[1].split():
-                site("DELETE", "/instances/" + name)
-            site.close()
         pair.close()
 
 

@@ -64,11 +64,14 @@ def active_node(config, stored=None):
     return 0 if role in STANDBY_WORDS else 1
 
 
-def role(config, stored=None):
-    """PRIMARY or SECONDARY: in ACTIVE-STANDBY, the role this node has now."""
+def role(config, stored=None, active=None):
+    """PRIMARY or SECONDARY: in ACTIVE-STANDBY, the role this node has now.
+    active: active_node() already read (one `ip` call per request is enough)."""
     stored = stored or _stored_topology(config)
     if stored["topology"] == "ACTIVE-STANDBY":
-        return "PRIMARY" if holds_ha_ip(config, stored) else "SECONDARY"
+        if active is None:
+            active = holds_ha_ip(config, stored)
+        return "PRIMARY" if active else "SECONDARY"
     return stored["role"]
 
 

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from support.netns import Pair, Site, haproxy_config, host_snapshot
+from support.netns import Pair, haproxy_config, host_snapshot, topology_form
 
 from .helpers import eventually as wait_for
 
@@ -25,33 +25,19 @@ SERVICE_IP = "192.0.2.110"
 PRIMARY, SECONDARY = Pair.NODES
 
 
-def sample_call(role, routing_mode="ROUTED"):
-    """The draft's sample call's fields (its addresses are ours)."""
-    return ("topology=ACTIVE-STANDBY&routing-mode=%s&role=%s&ha_ip=%s&primary_ip=%s"
-            "&all_ips[0]=%s&all_ips[1]=%s&secret=supersecret"
-            % (routing_mode, role, HA_IP, PRIMARY, PRIMARY, SECONDARY))
+def sample_call(role):
+    """The draft's sample call's fields (its addresses are ours), ROUTED as there."""
+    return topology_form(role, "ROUTED", "supersecret")
 
 
 @pytest.fixture(scope="module")
 def pair():
     before = host_snapshot()
     pair_ = Pair("t%d" % os.getpid())
-    sites = []
     try:
-        for node in pair_.nodes:
-            sites.append(Site(node, address=node.address, api_settings={
-                "api": {"management_address": node.address},
-                "daemons": {"start_timeout": "10", "stop_timeout": "3"}}))
-        pair_.sites = sites
+        pair_.start_sites()
         yield pair_
     finally:
-        for site in sites:
-            site("POST", "/topology", "topology=SINGLE")
-        for site in sites:
-            wait_for(lambda: topology(site)["topology_status"] != "TOPOLOGY-CHANGE", 20)
-            for instance in site("GET", "/instances")[1].split():
-                site("DELETE", "/instances/" + instance)
-            site.close()
         pair_.close()
     assert host_snapshot() == before
 

@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 
-from support.netns import (ROOT, Pair, Site, haproxy_config, host_snapshot, shared_pki,
-                           sync_settings)
+from support.netns import (ROOT, Pair, haproxy_config, host_snapshot, shared_pki,
+                           sync_settings, topology_form)
 
 from .conftest import pki_tool
 from .helpers import eventually as wait_for
@@ -25,9 +25,7 @@ PRIMARY, SECONDARY = Pair.NODES
 
 
 def sample_call(role):
-    return ("topology=ACTIVE-STANDBY&routing-mode=LAYER2&role=%s&ha_ip=%s&primary_ip=%s"
-            "&all_ips[0]=%s&all_ips[1]=%s&secret=syncsecret"
-            % (role, HA_IP, PRIMARY, PRIMARY, SECONDARY))
+    return topology_form(role, secret="syncsecret")
 
 
 @pytest.fixture(scope="module")
@@ -35,35 +33,13 @@ def pair(tmp_path_factory):
     before = host_snapshot()
     pki = shared_pki(str(tmp_path_factory.mktemp("pair-pki")), Pair.NODES)
     pair_ = Pair("s%d" % os.getpid())
-    sites = []
     try:
-        for node in pair_.nodes:
-            sites.append(Site(node, address=node.address, pki=pki, api_settings={
-                "api": {"management_address": node.address},
-                "daemons": {"start_timeout": "10", "stop_timeout": "3"},
-                "sync": sync_settings(pki)}))
-        pair_.sites = sites
-        for site, role in zip(sites, ("PRIMARY", "SECONDARY")):
-            assert site("POST", "/topology", sample_call(role)) == (200, "OK\n")
-        for site in sites:
-            assert wait_for(lambda: topology_status(site) == "OK", 20)
-        assert wait_for(lambda: [HA_IP in n.addresses() for n in pair_.nodes] == [True, False],
-                        10)
+        pair_.start_sites({"sync": sync_settings(pki)}, pki=pki)
+        pair_.form(secret="syncsecret")
         yield pair_
     finally:
-        for site in sites:
-            site("POST", "/topology", "topology=SINGLE")
-        for site in sites:
-            wait_for(lambda: topology_status(site) != "TOPOLOGY-CHANGE", 20)
-            for instance in site("GET", "/instances")[1].split():
-                site("DELETE", "/instances/" + instance)
-            site.close()
         pair_.close()
     assert host_snapshot() == before
-
-
-def topology_status(site):
-    return json.loads(site("GET", "/topology")[1])["topology_status"]
 
 
 def status(site):

@@ -41,8 +41,7 @@ def appliance():
     try:
         yield namespace, site
     finally:
-        for instance in site("GET", "/instances")[1].split():
-            site("DELETE", "/instances/" + instance)
+        site.delete_instances()
         site.close()
         namespace.close()
     assert host_snapshot() == before

@@ -129,10 +129,62 @@ class Pair:
         """Take node's link to the bridge down (or up again), from the bridge's side."""
         self.bridge.run("ip", "link", "set", node.bridge_port, "up" if up else "down")
 
+    HA_IP = "192.0.2.100"
+
+    def start_sites(self, api_settings=None, pki=None):
+        """A Site (lighttpd, the API) on each node, its management address the
+        node's; api_settings are added to each node's config."""
+        self.sites = []
+        for node in self.nodes:
+            settings = {"api": {"management_address": node.address},
+                        "daemons": {"start_timeout": "10", "stop_timeout": "3"}}
+            for section, values in (api_settings or {}).items():
+                settings.setdefault(section, {}).update(values)
+            self.sites.append(Site(node, address=node.address, pki=pki,
+                                   api_settings=settings))
+        return self.sites
+
+    def form(self, routing_mode="LAYER2", secret="pairsecret"):
+        """POST /topology to both nodes (the first PRIMARY), wait until both
+        report OK and the primary holds ha_ip."""
+        from .polling import eventually
+
+        for site, role in zip(self.sites, ("PRIMARY", "SECONDARY")):
+            answer = site("POST", "/topology", topology_form(role, routing_mode, secret))
+            assert answer == (200, "OK\n"), answer
+        for site in self.sites:
+            assert eventually(lambda: topology_status(site) == "OK", 30, 0.1), \
+                site("GET", "/topology")
+        assert eventually(lambda: [self.HA_IP in n.addresses() for n in self.nodes]
+                          == [True, False], 10), "the primary never held ha_ip"
+
     def close(self):
+        """Back to SINGLE, every instance deleted, every lighttpd stopped, the
+        namespaces gone (whatever the tests left)."""
+        from .polling import eventually
+
+        for site in getattr(self, "sites", []):
+            site("POST", "/topology", "topology=SINGLE")
+        for site in getattr(self, "sites", []):
+            eventually(lambda: topology_status(site) != "TOPOLOGY-CHANGE", 20, 0.1)
+            site.delete_instances()
+            site.close()
         for namespace in self.nodes + [self.client, self.bridge]:
             if namespace is not None:
                 namespace.close()
+
+
+def topology_form(role, routing_mode="LAYER2", secret="pairsecret"):
+    """POST /topology's fields for a node of the Pair, as the draft's sample call sends them."""
+    primary, secondary = Pair.NODES
+    return ("topology=ACTIVE-STANDBY&routing-mode=%s&role=%s&ha_ip=%s&primary_ip=%s"
+            "&all_ips[0]=%s&all_ips[1]=%s&secret=%s"
+            % (routing_mode, role, Pair.HA_IP, primary, primary, secondary, secret))
+
+
+def topology_status(site):
+    code, body = site("GET", "/topology")
+    return json.loads(body)["topology_status"] if code == 200 else None
 
 
 class Site:
@@ -188,6 +240,11 @@ class Site:
                     if "appliance-api" in " ".join(p.cmdline())]
         except psutil.Error:
             return []
+
+    def delete_instances(self):
+        """DELETE every instance through the API: what the API started, the API stops."""
+        for instance in self("GET", "/instances")[1].split():
+            self("DELETE", "/instances/" + instance)
 
     def close(self):
         devsite.stop_lighttpd(self.lighttpd)

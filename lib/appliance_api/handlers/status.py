@@ -20,10 +20,11 @@ def get_status(request):
     from .. import topology
 
     stored = topology.load(config.state_dir)
+    active = appliance.active_node(config, stored)
     body = {
         "network_tx": figures["network_tx"],
         "network_rx": figures["network_rx"],
-        "active_node": appliance.active_node(config, stored),
+        "active_node": active,
         "haproxy_count": str(counts["haproxy"]),
         "stunnel_count": str(counts["stunnel"]),
         "hostname": statistics.hostname(),
@@ -34,7 +35,7 @@ def get_status(request):
         "load": statistics.load(),
         "instance_count": len(instances),
         "topology": stored["topology"],
-        "role": appliance.role(config, stored),
+        "role": appliance.role(config, stored, active),
         "topology_status": topology.status(config.state_dir, stored),
     }
     if stored["topology"] == "ACTIVE-STANDBY":
