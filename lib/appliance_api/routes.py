@@ -13,6 +13,8 @@ ROUTES = [
     ("GET",    "/topology",                                    "topology:get_topology"),
     ("POST",   "/topology",                                    "topology:post_topology"),
     ("GET",    "/manifest",                                    "manifest:get_manifest"),
+    ("GET",    "/listeners",                                   "listeners:list_listeners"),
+    ("GET",    "/listeners/{instance}",                        "listeners:get_listener"),
     ("GET",    "/instances",                                   "instances:list_instances"),
     ("GET",    "/instances/{instance}",                        "instances:check_instance"),
     ("DELETE", "/instances/{instance}",                        "instances:delete_instance"),

@@ -8,6 +8,7 @@ import datetime
 import http.server
 import os
 import signal
+import ssl
 import sys
 import threading
 import types
@@ -121,3 +122,20 @@ def backend():
     yield types.SimpleNamespace(port=server.server_address[1], server=server, body=BACKEND_BODY)
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def listener_pki():
+    """A CA of the tenant's and a certificate for "localhost" (127.0.0.1) it signed."""
+    ca_cert, ca_key = pki_tool.make_ca("tenant CA")
+    cert, key = pki_tool.make_leaf(ca_cert, ca_key, "localhost", server=True,
+                                   sans=["localhost", "127.0.0.1"])
+    bundle = pki_tool.pem_bundle(cert, key)  # certificate, then key
+    marker = b"-----END CERTIFICATE-----\n"
+    cert_pem, key_pem = bundle[:bundle.index(marker) + len(marker)], \
+        bundle[bundle.index(marker) + len(marker):]
+    assert key_pem.startswith(b"-----BEGIN PRIVATE KEY-----")
+    from cryptography.hazmat.primitives.serialization import Encoding
+    context = ssl.create_default_context(cadata=ca_cert.public_bytes(Encoding.PEM).decode())
+    # The API's order: key first, then the certificate (then the chain).
+    return types.SimpleNamespace(upload=key_pem + cert_pem, context=context)

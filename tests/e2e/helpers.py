@@ -250,3 +250,25 @@ def daemons_under(folder):
                 any(folder in word for word in (info["cmdline"] or [])):
             found.append(process)
     return found
+
+
+def haproxy_template(port, backend_port, extra_frontend=""):
+    return (
+        "global\n"
+        "    maxconn 100\n"
+        "defaults\n"
+        "    mode http\n"
+        "    timeout connect 2s\n"
+        "    timeout client 5s\n"
+        "    timeout server 5s\n"
+        "frontend fe\n"
+        "    bind {MYIP}:%d\n"
+        "%s"
+        "    default_backend be\n"
+        "backend be\n"
+        "    server s1 127.0.0.1:%d\n" % (port, extra_frontend, backend_port))
+
+
+def stunnel_template(port, haproxy_port, certificate="localhost.pem"):
+    return ("[tls]\naccept = {MYIP}:%d\nconnect = {MYIP}:%d\n"
+            "cert = {INSTANCE_DIR}/certificates/%s\n" % (port, haproxy_port, certificate))

@@ -11,9 +11,8 @@ import uuid
 import psutil
 import pytest
 
-from .helpers import eventually, free_port
+from .helpers import eventually, free_port, haproxy_template
 from .test_certificates import listener_certificate
-from .test_lifecycle import haproxy_template
 from .conftest import pki_tool
 
 # curl's own default first: ALPN offers h2 and takes what the server picks.

@@ -7,38 +7,13 @@ each test leaves it serving the backend. Other tests make their own instances.
 """
 import json
 import os
-import ssl
 import types
 import uuid
 
 import pytest
 
-from .helpers import (accepts, eventually, free_port, http_get, listening_socket,
-                      live_children, pid_gone, process_of)
-
-import pki as pki_tool  # tools/pki.py (conftest puts tools/ on sys.path)
-
-
-def haproxy_template(port, backend_port, extra_frontend=""):
-    return (
-        "global\n"
-        "    maxconn 100\n"
-        "defaults\n"
-        "    mode http\n"
-        "    timeout connect 2s\n"
-        "    timeout client 5s\n"
-        "    timeout server 5s\n"
-        "frontend fe\n"
-        "    bind {MYIP}:%d\n"
-        "%s"
-        "    default_backend be\n"
-        "backend be\n"
-        "    server s1 127.0.0.1:%d\n" % (port, extra_frontend, backend_port))
-
-
-def stunnel_template(port, haproxy_port, certificate="localhost.pem"):
-    return ("[tls]\naccept = {MYIP}:%d\nconnect = {MYIP}:%d\n"
-            "cert = {INSTANCE_DIR}/certificates/%s\n" % (port, haproxy_port, certificate))
+from .helpers import (accepts, eventually, free_port, haproxy_template, http_get,
+                      listening_socket, live_children, pid_gone, process_of, stunnel_template)
 
 
 def started_pid(line, service, instance, verb="started"):
@@ -80,23 +55,6 @@ def lb(api, backend):
         state.pid = started_pid(reply.lines[-1], "haproxy", instance)
     yield state
     api.delete("/instances/" + instance)
-
-
-@pytest.fixture(scope="module")
-def listener_pki():
-    """A CA of the tenant's and a certificate for "localhost" (127.0.0.1) it signed."""
-    ca_cert, ca_key = pki_tool.make_ca("tenant CA")
-    cert, key = pki_tool.make_leaf(ca_cert, ca_key, "localhost", server=True,
-                                   sans=["localhost", "127.0.0.1"])
-    bundle = pki_tool.pem_bundle(cert, key)  # certificate, then key
-    marker = b"-----END CERTIFICATE-----\n"
-    cert_pem, key_pem = bundle[:bundle.index(marker) + len(marker)], \
-        bundle[bundle.index(marker) + len(marker):]
-    assert key_pem.startswith(b"-----BEGIN PRIVATE KEY-----")
-    from cryptography.hazmat.primitives.serialization import Encoding
-    context = ssl.create_default_context(cadata=ca_cert.public_bytes(Encoding.PEM).decode())
-    # The API's order: key first, then the certificate (then the chain).
-    return types.SimpleNamespace(upload=key_pem + cert_pem, context=context)
 
 
 # --- haproxy ------------------------------------------------------------------------

@@ -7,9 +7,8 @@ import ssl
 import subprocess
 
 from .conftest import ROOT, pki_tool
-from .helpers import eventually, free_port, http_get
+from .helpers import eventually, free_port, haproxy_template, http_get, stunnel_template
 from .test_certificates import listener_certificate
-from .test_lifecycle import haproxy_template, stunnel_template
 
 LOGGING = "    log stdout format raw daemon\n"
 

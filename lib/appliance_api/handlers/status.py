@@ -4,8 +4,8 @@ import json
 from .. import appliance
 from ..app import Response, text
 from ..layout import existing_instances
+from ..health import running_pid, service_status_lines
 from ..system import statistics
-from ..system.daemons import daemon_for
 
 
 def get_status(request):
@@ -14,7 +14,7 @@ def get_status(request):
     counts = {service: 0 for service in ("haproxy", "stunnel")}
     for instance in instances:
         for service in instance.configured_services():
-            if daemon_for(service, instance, config).process() is not None:
+            if running_pid(instance, service) is not None:
                 counts[service] += 1
     figures = statistics.sample_rates(config)
     from .. import topology
@@ -46,15 +46,4 @@ def get_status(request):
 
 
 def get_service_status(request):
-    lines = []
-    for instance in existing_instances(request.config.state_dir):
-        services = []
-        for service in instance.configured_services():
-            process = daemon_for(service, instance, request.config).process()
-            state = "running (pid %d)" % process.pid if process else "stopped"
-            services.append("  %-17s%s" % (service, state))
-        running = sum("running" in line for line in services)
-        state = "OK" if running == len(services) else "DOWN" if running == 0 else "DEGRADED"
-        lines.append("%-52s%s" % (instance.id, state))
-        lines.extend(services)
-    return text(*lines)
+    return text(*service_status_lines(request.config.state_dir))
