@@ -1,12 +1,97 @@
 """octctl: the operator's command on the appliance (standard library only).
 
-It works on the local state folder through the same library code and locks
-as the API, not over HTTP, and reads the same config file
-(APPLIANCE_API_CONFIG, or --config, or /etc/appliance-api/appliance-api.ini).
+It works on the local state folder through the same library code, locks and
+rollback as the API, not over HTTP, and reads the same config file
+(--config, or $APPLIANCE_API_CONFIG, or /etc/appliance-api/appliance-api.ini).
+
+Exit status: 0 done (or all running); 1 something is not running, or an
+action failed; 2 the command could not be carried out as asked (a bad or
+unknown instance id, a config file that cannot be read, usage errors).
 """
 import argparse
+import json
 import os
 import sys
+
+CONFIG_HELP = "the API's config file (default: $APPLIANCE_API_CONFIG or %s)" % (
+    "/etc/appliance-api/appliance-api.ini")
+
+
+class Refused(Exception):
+    """The command cannot be carried out as asked: one line for stderr, exit 2."""
+
+
+def status(config, arguments):
+    """/service_status's text for every instance, or one; exit 1 unless all run."""
+    from .health import service_states, service_status_lines
+    from .layout import existing_instances
+
+    if arguments.target == "all":
+        instances = existing_instances(config.state_dir)
+    else:
+        instances = [_instance(config, arguments.target)]
+    healthy = all(service_states(instance)[1] == "OK" for instance in instances)
+    if arguments.json:
+        _print_json([_status_record(instance) for instance in instances])
+    else:
+        for line in service_status_lines(config.state_dir, instances):
+            print(line)
+    return 0 if healthy else 1
+
+
+def instances(config, arguments):
+    """The instance ids, one per line, sorted (what GET /instances answers)."""
+    from .layout import instance_ids
+
+    ids = instance_ids(config.state_dir)
+    if arguments.json:
+        _print_json(ids)
+    else:
+        for instance_id in ids:
+            print(instance_id)
+    return 0
+
+
+def show(config, arguments):
+    """One instance: its services and pids, the last start or reload of each,
+    listeners and service IPs, certificates with CN and expiry."""
+    from . import instance_report
+
+    report = instance_report.describe(_instance(config, arguments.instance), config)
+    if arguments.json:
+        _print_json(report)
+    else:
+        for line in instance_report.as_text(report):
+            print(line)
+    return 0
+
+
+def start(config, arguments):
+    return _control(config, arguments, "start")
+
+
+def stop(config, arguments):
+    return _control(config, arguments, "stop")
+
+
+def reload(config, arguments):
+    return _control(config, arguments, "reload")
+
+
+def check(config, arguments):
+    """The daemons' own checks and the API's rules on the stored configs; nothing changes."""
+    from . import instance_report
+
+    instance = _instance(config, arguments.instance)
+    services = _services(instance, arguments.service)
+    failed = False
+    for service in services:
+        ok, lines = instance_report.check(instance, service, config)
+        failed |= not ok
+        print("%s: %s" % (service, lines[0]))
+        for line in lines[1:]:
+            print("  " + line)
+    return 1 if failed else 0
 
 
 def reconcile(config, arguments):
@@ -62,28 +147,138 @@ def sync(config, arguments):
     return 1 if state.get("failing") or state.get("error") else 0
 
 
+def _control(config, arguments, action):
+    """start, stop or reload the instance's daemons (or one), under the same
+    change slot, transition check and instance lock as the API's changes."""
+    from .errors import ClusterTransition
+    from .services import render_from_template
+    from .system.daemons import DaemonFailed, daemon_for
+    from .system.locks import instance_lock
+    from .system.slots import change_slot
+    from .topology import transition_running
+
+    instance = _instance(config, arguments.instance)
+    services = _services(instance, arguments.service)
+    if action == "stop":
+        services = list(reversed(services))  # stunnel in front goes first
+    if transition_running(config.state_dir):
+        raise ClusterTransition()
+    failed = False
+    with change_slot(config), instance_lock(instance, create=False):
+        for service in services:
+            daemon = daemon_for(service, instance, config)
+            process = daemon.process()
+            try:
+                if action == "stop":
+                    print(daemon.killed_message() if daemon.stop()
+                          else "%s daemon %s was not running." % (service, instance.id))
+                elif action == "start" and process is not None:
+                    print("%s daemon for %s already running (pid %d)"
+                          % (service, instance.id, process.pid))
+                elif action == "reload" and process is None:
+                    print("%s daemon %s is not running: not reloaded (octctl start starts it)"
+                          % (service, instance.id), file=sys.stderr)
+                    failed = True
+                else:
+                    render_from_template(daemon)
+                    print(daemon.apply())
+            except DaemonFailed as failure:
+                print("octctl %s: %s" % (action, failure), file=sys.stderr)
+                if failure.output.strip():
+                    print(failure.output.rstrip(), file=sys.stderr)
+                failed = True
+    return 1 if failed else 0
+
+
+def _instance(config, instance_id):
+    """The layout.Instance for an id given on the command line, or Refused."""
+    from .layout import INSTANCE_ID, Instance
+
+    import re
+
+    if not re.fullmatch(INSTANCE_ID, instance_id):
+        raise Refused("not an instance id: %r (a lower-case UUID)" % instance_id)
+    instance = Instance(config.state_dir, instance_id)
+    if not instance.exists():
+        raise Refused("no instance %s on this appliance" % instance_id)
+    return instance
+
+
+def _services(instance, service):
+    configured = instance.configured_services()
+    if service is None:
+        return configured
+    if service not in configured:
+        raise Refused("instance %s has no %s config" % (instance.id, service))
+    return [service]
+
+
+def _status_record(instance):
+    from .health import service_states
+
+    states, state = service_states(instance)
+    return {"id": instance.id, "status": state,
+            "services": {service: {"running": pid is not None, "pid": pid}
+                         for service, pid in states}}
+
+
+def _print_json(value):
+    json.dump(value, sys.stdout, indent=2)
+    print()
+
+
+# name: (function, summary, takes --json)
 COMMANDS = {
-    "reconcile": (reconcile, "converge service IPs and accounting rules to the stored configs"),
-    "health": (health, "exit 0 when every configured daemon runs, else 1 (one line each)"),
-    "topology-apply": (topology_apply, "carry out the stored topology (POST /topology runs it)"),
-    "vrrp-notify": (vrrp_notify, "record the state keepalived entered (its notify script)"),
-    "sync": (sync, "on a standby, pull the active node's configuration (the timer runs it)"),
+    "status": (status, "the daemons of every instance (all) or one, as /service_status; "
+               "exit 1 if any is DEGRADED or DOWN", True),
+    "instances": (instances, "the instance ids, sorted", True),
+    "show": (show, "an instance's services, pids, last reloads, listeners, service IPs "
+             "and certificates", True),
+    "start": (start, "start an instance's stopped daemons (or one)", False),
+    "stop": (stop, "stop an instance's daemons (or one); its files stay", False),
+    "reload": (reload, "reload an instance's running daemons (or one) on the stored config",
+               False),
+    "check": (check, "run the daemons' own checks and the API's rules on the stored configs; "
+              "changes nothing", False),
+    "reconcile": (reconcile, "converge service IPs and accounting rules to the stored configs",
+                  False),
+    "health": (health, "exit 0 when every configured daemon runs, else 1 (one line each)",
+               False),
+    "topology-apply": (topology_apply, "carry out the stored topology (POST /topology runs it)",
+                       False),
+    "vrrp-notify": (vrrp_notify, "record the state keepalived entered (its notify script)",
+                    False),
+    "sync": (sync, "on a standby, pull the active node's configuration (the timer runs it)",
+             False),
 }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="octctl", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="the API's config file (default: $%s or %s)"
-                        % ("APPLIANCE_API_CONFIG", "/etc/appliance-api/appliance-api.ini"))
+def parser():
+    parser = argparse.ArgumentParser(
+        prog="octctl", description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help=CONFIG_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     subparsers = {}
-    for name, (_function, summary) in COMMANDS.items():
-        subparsers[name] = commands.add_parser(name, help=summary, description=summary)
+    for name, (_function, summary, reads) in COMMANDS.items():
+        subparsers[name] = sub = commands.add_parser(name, help=summary, description=summary)
+        if reads:
+            sub.add_argument("--json", action="store_true", help="print JSON")
+    subparsers["status"].add_argument("target", nargs="?", default="all",
+                                      metavar="all|INSTANCE")
+    subparsers["show"].add_argument("instance")
+    for name in ("start", "stop", "reload", "check"):
+        subparsers[name].add_argument("instance")
+        subparsers[name].add_argument("service", nargs="?", choices=("haproxy", "stunnel"))
     subparsers["topology-apply"].add_argument("--lock-fd", type=int,
                                               help="topology.lock, held, inherited")
     subparsers["vrrp-notify"].add_argument("words", nargs="*",
                                            help="INSTANCE name state priority")
-    arguments = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    arguments = parser().parse_args(argv)
 
     from . import config as config_module
     from .errors import HTTPError
@@ -93,7 +288,16 @@ def main(argv=None):
         environ[config_module.ENV_VARIABLE] = arguments.config
     try:
         config = config_module.load(environ)
-        return COMMANDS[arguments.command][0](config, arguments)
     except HTTPError as error:
         print("octctl %s: %s" % (arguments.command, error.reason), file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[arguments.command][0](config, arguments)
+    except Refused as refusal:
+        print("octctl %s: %s" % (arguments.command, refusal), file=sys.stderr)
+        return 2
+    except HTTPError as error:
+        print("octctl %s: %s" % (arguments.command, error.reason), file=sys.stderr)
+        if error.detail:
+            print(error.detail.rstrip("\n"), file=sys.stderr)
         return 1

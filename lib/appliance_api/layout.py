@@ -5,8 +5,9 @@
         haproxy.cfg                 the template as uploaded (what GET returns)
         haproxy.rendered.cfg        {MYIP} and {INSTANCE_DIR} filled in: what runs
         haproxy.pid  haproxy.log    the daemon's pid file and its own output
+        haproxy.outcome             the last start or reload: when, and what it said
         master.sock                 haproxy's master CLI: reload verdicts
-        stunnel.conf  stunnel.rendered.conf  stunnel.pid  stunnel.log
+        stunnel.conf  stunnel.rendered.conf  stunnel.pid  stunnel.log  stunnel.outcome
         custom503.http              a full HTTP response for haproxy's errorfile
         certificates/<name>.pem     key + certificate + chain, mode 0600
     <state_dir>/status-sample.json  the last /status sample, for rates
@@ -40,7 +41,7 @@ MASTER_SOCKET_NAME = "master.sock"
 MANAGED_NAMES = frozenset([LOCK_NAME, MASTER_SOCKET_NAME] + list(TEMPLATE_NAMES.values())
                           + list(RENDERED_NAMES.values())
                           + ["%s.%s" % (service, kind) for service in SERVICES
-                             for kind in ("pid", "log")])
+                             for kind in ("pid", "log", "outcome")])
 
 _instance_id_match = re.compile(INSTANCE_ID + r"\Z").match
 
@@ -108,6 +109,9 @@ class Instance:
 
     def log(self, service):
         return os.path.join(self.dir, service + ".log")
+
+    def outcome(self, service):
+        return os.path.join(self.dir, service + ".outcome")
 
     @property
     def master_socket(self):

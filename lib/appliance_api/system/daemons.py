@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 
-from . import commands, processes
+from . import commands, files, processes
 from ..errors import ServerError
 from ..layout import MASTER_SOCKET_NAME
 
@@ -54,11 +54,21 @@ class Daemon:
         return True, ""
 
     def apply(self):
-        """Run the rendered config: reload the daemon if it runs, else start it."""
+        """Run the rendered config: reload the daemon if it runs, else start it.
+        The outcome is kept for `octctl show`."""
         process = self.process()
-        if process is None:
-            return self.start()
-        return self.reload(process)
+        try:
+            message = self.start() if process is None else self.reload(process)
+        except DaemonFailed as failure:
+            self._keep_outcome("failed: %s" % failure)
+            raise
+        self._keep_outcome(message)
+        return message
+
+    def _keep_outcome(self, message):
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        files.write_atomic(self.instance.outcome(self.name),
+                           ("%s %s\n" % (stamp, message)).encode(), durable=False)
 
     def stop(self):
         """Soft stop, then kill after stop_timeout; True if a daemon was running.

@@ -8,8 +8,10 @@ import time
 PAUSE_BEFORE_RENAME = 0.0
 
 
-def write_atomic(path, data, mode=0o644):
-    """Replace path with data so that a reader sees the old file or the new one, never a mix."""
+def write_atomic(path, data, mode=0o644, durable=True):
+    """Replace path with data so that a reader sees the old file or the new one,
+    never a mix. durable=False skips the fsyncs, for a record whose loss in a
+    power cut costs nothing (a rate sample, the last reload's outcome)."""
     directory = os.path.dirname(path)
     # Any allowed name fits: 255 bytes of name plus a prefix and the pid would not.
     temporary = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path)[:200], os.getpid()))
@@ -17,8 +19,9 @@ def write_atomic(path, data, mode=0o644):
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
         os.chmod(temporary, mode)  # the umask may have narrowed it
         if PAUSE_BEFORE_RENAME:
             time.sleep(PAUSE_BEFORE_RENAME)
@@ -26,7 +29,8 @@ def write_atomic(path, data, mode=0o644):
     except BaseException:
         remove(temporary)
         raise
-    sync_directory(directory)
+    if durable:
+        sync_directory(directory)
 
 
 def sync_directory(directory):

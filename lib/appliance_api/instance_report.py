@@ -1,0 +1,119 @@
+"""What `octctl show` and `octctl check` say about one instance, read from
+its folder and /proc: nothing here changes the appliance."""
+import datetime
+import os
+
+from . import sharedstate
+from .errors import Conflict, HTTPError
+from .health import service_states
+from .system import files
+
+
+def describe(instance, config):
+    """A dict (octctl show --json prints it as is)."""
+    states, state = service_states(instance)
+    management_address = config.get("api", "management_address")
+    report = {"id": instance.id, "status": state, "services": {}, "service_ips": [],
+              "certificates": [], "custom503": os.path.exists(instance.custom503)}
+    service_ips = set()
+    for service, pid in states:
+        template = files.read(instance.template(service)).decode("utf-8", "replace")
+        scan = sharedstate.scan_template(instance, service, template, config)
+        service_ips |= scan.service_ips(management_address)
+        outcome = files.read(instance.outcome(service))
+        report["services"][service] = {
+            "running": pid is not None, "pid": pid,
+            "listeners": [str(listener) for listener in scan.listeners],
+            "last_reload": outcome.decode("utf-8", "replace").strip() if outcome else None}
+    report["service_ips"] = sorted(service_ips)
+    for name in instance.certificate_names():
+        report["certificates"].append(dict(name=name, **certificate_facts(
+            files.read(instance.certificate(name)))))
+    return report
+
+
+def certificate_facts(data):
+    """CN and expiry of the leaf (the first certificate after the key)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    marker = b"-----BEGIN CERTIFICATE-----"
+    try:
+        certificate = x509.load_pem_x509_certificate(data[data.index(marker):])
+    except ValueError:
+        return {"cn": None, "expires": None, "days_left": None}
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    expires = getattr(certificate, "not_valid_after_utc", None) or \
+        certificate.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return {"cn": names[0].value if names else None,
+            "expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "days_left": (expires - now).days}
+
+
+def as_text(report):
+    lines = ["instance      %s" % report["id"], "status        %s" % report["status"]]
+    for service, facts in report["services"].items():
+        running = "running (pid %d)" % facts["pid"] if facts["running"] else "stopped"
+        lines.append("%-14s%s" % (service, running))
+        lines.append("  listens on  %s" % (" ".join(facts["listeners"]) or "-"))
+        lines.append("  last reload %s" % (facts["last_reload"] or "- (none since the "
+                                                                  "API recorded them)"))
+    lines.append("service IPs   %s" % (" ".join(report["service_ips"]) or "-"))
+    lines.append("custom 503    %s" % ("yes" if report["custom503"] else "no"))
+    lines.append("certificates  %s" % ("" if report["certificates"] else "-"))
+    for certificate in report["certificates"]:
+        if certificate["expires"] is None:
+            lines.append("  %s  (no certificate readable in it)" % certificate["name"])
+            continue
+        left = certificate["days_left"]
+        lines.append("  %s  CN=%s  expires %s (%s)" % (
+            certificate["name"], certificate["cn"], certificate["expires"],
+            "EXPIRED" if left < 0 else "%d days left" % left))
+    return lines
+
+
+def check(instance, service, config):
+    """(ok, lines): the daemon's own check of the stored config rendered
+    afresh, and the API's rules (literal listeners, files in the instance's
+    folder, no listener another instance holds). stunnel has no check-only
+    mode: for it, every certificate its config names must load in OpenSSL."""
+    from .certcheck import check_with_openssl
+    from .system.daemons import daemon_for
+    from .system.locks import instance_lock
+
+    daemon = daemon_for(service, instance, config)
+    template = files.read(instance.template(service))
+    if template is None:
+        return False, ["no %s config" % service]
+    text = template.decode("utf-8", "replace")
+    lines = []
+    try:
+        scan = sharedstate.scan_template(instance, service, text, config)
+        scan.check(config.state_dir)
+        sharedstate.ApplianceView(config).refuse_shared_listeners(instance, service, scan)
+        if service == "haproxy":
+            # In the instance folder, beside the files the config names; under
+            # the instance's lock, which sweeps temporaries of dead requests.
+            candidate = os.path.join(instance.dir, ".%s.check.tmp" % service)
+            with instance_lock(instance, create=False):
+                files.write_atomic(candidate, daemon.render(text).encode("utf-8"), durable=False)
+                try:
+                    ok, output = daemon.check(candidate)
+                finally:
+                    files.remove(candidate)
+            output = output.replace(candidate, instance.template(service)).strip()
+            if not ok:
+                return False, ["invalid configuration"] + output.splitlines()
+            lines += output.splitlines()
+        else:
+            for path in sorted({path for _line, path in scan.files}):
+                if not os.path.exists(path):
+                    raise Conflict("Invalid configuration", "%s does not exist" % path)
+                data = files.read(path) if os.path.isfile(path) else b""
+                if b"PRIVATE KEY-----" in data:  # key + certificate, as the API stores them
+                    check_with_openssl(data)
+                    lines.append("%s loads in OpenSSL" % path)
+    except HTTPError as error:
+        return False, [error.reason] + error.detail.splitlines()
+    return True, ["configuration is valid"] + lines
