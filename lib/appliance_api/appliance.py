@@ -6,9 +6,6 @@ carries the cluster's traffic. Not a file a late notify may have left stale.
 With the link between the nodes cut, both hold it: both answer active_node 1
 and role PRIMARY, which is how a controller sees a split brain.
 """
-import ipaddress
-import json
-import shlex
 
 ACTIVE_WORDS = {"active", "master", "primary", "1"}
 STANDBY_WORDS = {"standby", "backup", "secondary", "0"}
@@ -22,6 +19,9 @@ def _stored_topology(config):
 
 def interface_addresses(config, interface=None):
     """Addresses on interface (every interface when None), as strings."""
+    import ipaddress
+    import json
+
     from .system import commands
 
     argv = [config.get("programs", "ip"), "-j", "addr", "show"]
@@ -97,6 +97,8 @@ def fencing_daemon_status(config, stored=None):
         pid = processes.read_pid(pid_file)
         return "OK" if pid and processes.pid_alive(pid) else "DOWN"
     if command:
+        import shlex
+
         from .system import commands
 
         try:

@@ -27,7 +27,7 @@ def status(config, arguments):
     from .layout import existing_instances
 
     if arguments.target == "all":
-        instances = existing_instances(config.state_dir)
+        instances = existing_instances(config.state_dir, snapshot=True)
     else:
         instances = [_instance(config, arguments.target)]
     healthy = all(service_states(instance)[1] == "OK" for instance in instances)

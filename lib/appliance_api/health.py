@@ -92,7 +92,7 @@ def service_states(instance):
 def service_status_lines(state_dir, instances=None):
     """/service_status in the original's layout, also what `octctl status` prints."""
     lines = []
-    for instance in existing_instances(state_dir) if instances is None else instances:
+    for instance in existing_instances(state_dir, True) if instances is None else instances:
         states, state = service_states(instance)
         lines.append("%-52s%s" % (instance.id, state))
         lines.extend("  %-17s%s" % (service, "running (pid %d)" % pid if pid else "stopped")
@@ -105,7 +105,7 @@ def problems(state_dir):
     middle of a change aside: a health check must not move every tenant's
     addresses because one tenant's haproxy is reloading)."""
     found = []
-    for instance in existing_instances(state_dir):
+    for instance in existing_instances(state_dir, snapshot=True):
         if changing(instance):
             continue
         for service in instance.configured_services():

@@ -93,45 +93,71 @@ class Instance:
         if not _instance_id_match(instance_id):
             raise ValueError("not an instance id: %r" % instance_id)
         self.id = instance_id
+        # Plain concatenation: /status builds a thousand of these per request.
         self.dir = os.path.join(instances_dir(state_dir), instance_id)
-        self.lock_path = os.path.join(self.dir, LOCK_NAME)
-        self.custom503 = os.path.join(self.dir, CUSTOM503_NAME)
-        self.certificates_dir = os.path.join(self.dir, CERTIFICATES_NAME)
+        self.lock_path = self.dir + "/" + LOCK_NAME
+        self.custom503 = self.dir + "/" + CUSTOM503_NAME
+        self.certificates_dir = self.dir + "/" + CERTIFICATES_NAME
+        # What configured_services() found when existing_instances(snapshot=True)
+        # listed it, so that a read-only view asks the disk once; else None.
+        self._configured = None
 
     def template(self, service):
-        return os.path.join(self.dir, TEMPLATE_NAMES[service])
+        return self.dir + "/" + TEMPLATE_NAMES[service]
 
     def rendered(self, service):
-        return os.path.join(self.dir, RENDERED_NAMES[service])
+        return self.dir + "/" + RENDERED_NAMES[service]
 
     def pid_file(self, service):
-        return os.path.join(self.dir, service + ".pid")
+        return self.dir + "/" + service + ".pid"
 
     def log(self, service):
-        return os.path.join(self.dir, service + ".log")
+        return self.dir + "/" + service + ".log"
 
     def outcome(self, service):
-        return os.path.join(self.dir, service + ".outcome")
+        return self.dir + "/" + service + ".outcome"
 
     @property
     def master_socket(self):
-        return os.path.join(self.dir, MASTER_SOCKET_NAME)
+        return self.dir + "/" + MASTER_SOCKET_NAME
 
     def certificate(self, filename):
-        return os.path.join(self.certificates_dir, filename)
+        return self.certificates_dir + "/" + filename
 
     def configured_services(self):
+        if self._configured is not None:
+            return list(self._configured)
         return [s for s in SERVICES if os.path.exists(self.template(s))]
 
     def certificate_names(self):
         try:
             return sorted(n for n in os.listdir(self.certificates_dir) if n.endswith(".pem"))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
 
     def exists(self):
-        return bool(self.configured_services() or os.path.exists(self.custom503)
-                    or self.certificate_names())
+        return bool(any(os.path.exists(self.template(s)) for s in SERVICES)
+                    or os.path.exists(self.custom503) or self.certificate_names())
+
+
+def existing_instances(state_dir, snapshot=False):
+    """The instances that exist, sorted by id. snapshot=True: each remembers
+    its configured services as found now (for read-only views; a change must
+    not use one, its files move under it)."""
+    try:
+        names = os.listdir(instances_dir(state_dir))
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in sorted(names):
+        if _instance_id_match(name):
+            instance = Instance(state_dir, name)
+            configured = instance.configured_services()
+            if configured or os.path.exists(instance.custom503) or instance.certificate_names():
+                if snapshot:
+                    instance._configured = configured
+                found.append(instance)
+    return found
 
 
 def instance_ids(state_dir):
@@ -140,9 +166,4 @@ def instance_ids(state_dir):
         names = os.listdir(instances_dir(state_dir))
     except FileNotFoundError:
         return []
-    return sorted(n for n in names
-                  if _instance_id_match(n) and Instance(state_dir, n).exists())
-
-
-def existing_instances(state_dir):
-    return [Instance(state_dir, i) for i in instance_ids(state_dir)]
+    return sorted(n for n in names if _instance_id_match(n) and Instance(state_dir, n).exists())

@@ -20,7 +20,6 @@ detached worker (`octctl topology-apply`) holding topology.lock; changes to
 instances get 503 meanwhile. A transition whose worker died, or that ran past
 its deadline, reads as a failure.
 """
-import ipaddress
 import json
 import os
 
@@ -145,6 +144,8 @@ def _pair_problems(wanted, own_addresses):
 
 def _address(text):
     """The address, or None. No IPv6 scope: its text would go into keepalived.conf."""
+    import ipaddress  # only a POST pays for it, not every /status
+
     if "%" in text:
         return None
     try:

@@ -58,3 +58,54 @@ def test_status_still_answers_with_a_read_only_state_folder(app, config, monkeyp
 
     monkeypatch.setattr(statistics.files, "write_atomic", refuse)
     assert app.get("/status").status_int == 200
+
+
+def fake_proc(tmp_path, stat, net_dev):
+    (tmp_path / "net").mkdir()
+    (tmp_path / "stat").write_text(stat)
+    (tmp_path / "net" / "dev").write_text(net_dev)
+    return str(tmp_path)
+
+
+NET_DEV = """\
+Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:    9000      10    0    0    0     0          0         0     9000      10    0    0    0     0       0          0
+  eth0: 1000000    2000    0    0    0     0          0         0   300000     900    0    0    0     0       0          0
+  eth1:     500       5    0    0    0     0          0         0      700       7    0    0    0     0       0          0
+"""
+
+
+def test_sample_read_from_proc_files(tmp_path):
+    from conftest import make_config
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    proc = fake_proc(tmp_path, "cpu  %d %d %d %d %d %d %d %d 400 0\ncpu0 1 2 3 4 5 6 7 8\n" % tuple(
+        ticks * n for n in (10, 2, 5, 100, 3, 1, 4, 0)), NET_DEV)
+    config = make_config(str(tmp_path), status={"network_interfaces": "eth0 eth9"})
+    current = statistics.take_sample(config, proc)
+    assert (current["tx"], current["rx"]) == (300000, 1000000)  # eth9: absent, counts 0
+    assert (current["user"], current["system"], current["softirq"]) == (12.0, 5.0, 4.0)
+    assert current["cpu_total"] == 125.0  # guest (400 ticks) is inside user already
+    every = make_config(str(tmp_path), status={"network_interfaces": "all"})
+    assert statistics.take_sample(every, proc)["tx"] == 300700  # all but lo
+
+
+def test_proc_readers_agree_with_psutil():
+    import psutil
+
+    for name, (received, sent) in statistics.network_counters().items():
+        psutil_counters = psutil.net_io_counters(pernic=True)[name]
+        assert psutil_counters.bytes_recv >= received and psutil_counters.bytes_sent >= sent
+    user, nice, system = statistics.cpu_seconds()[:3]
+    times = psutil.cpu_times()
+    assert abs(times.user - user) < 5 and abs(times.system - system) < 5
+
+
+def test_the_sample_is_replaced_without_fsync(config, monkeypatch):
+    """/status keeps its rate sample on every call: no fsync of the file or the folder."""
+    calls = []
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd))
+    statistics.sample_rates(config)
+    assert calls == []
+    assert os.path.exists(os.path.join(config.state_dir, "status-sample.json"))

@@ -21,7 +21,8 @@ SECTIONS = ("global", "defaults", "frontend", "listen", "backend", "peers", "res
 
 
 def list_listeners(request):
-    listeners = [describe(instance) for instance in existing_instances(request.config.state_dir)]
+    instances = existing_instances(request.config.state_dir, snapshot=True)
+    listeners = [describe(instance) for instance in instances]
     return Response(json.dumps(listeners), content_type="application/json")
 
 

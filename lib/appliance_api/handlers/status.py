@@ -1,21 +1,22 @@
 """/status (figures for an autoscaling controller) and /service_status (for people)."""
-import json
-
 from .. import appliance
 from ..app import Response, text
 from ..layout import existing_instances
 from ..health import running_pid, service_status_lines
-from ..system import statistics
 
 
 def get_status(request):
     config = request.config
-    instances = existing_instances(config.state_dir)
+    instances = existing_instances(config.state_dir, snapshot=True)
     counts = {service: 0 for service in ("haproxy", "stunnel")}
     for instance in instances:
         for service in instance.configured_services():
             if running_pid(instance, service) is not None:
                 counts[service] += 1
+    import json
+
+    from ..system import statistics
+
     figures = statistics.sample_rates(config)
     from .. import topology
 
