@@ -18,8 +18,10 @@ import pytest
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 TOOLS = os.path.join(ROOT, "tools")
-if TOOLS not in sys.path:
-    sys.path.insert(0, TOOLS)
+LIB = os.path.join(ROOT, "lib")
+for folder in (TOOLS, LIB):  # tools/ for devsite and pki, lib/ for appliance_api.client
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
 
 import devsite  # noqa: E402  (tools/devsite.py)
 import pki as pki_tool  # noqa: E402  (tools/pki.py)

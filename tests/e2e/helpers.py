@@ -167,6 +167,13 @@ class Api:
                 return text
             time.sleep(0.05)
 
+    def client(self, address="127.0.0.1", **settings):
+        """An appliance_api.client.Appliance for this site, with our CA and client
+        certificate; settings are Appliance's (timeout, retries, on_retry, ...)."""
+        from appliance_api.client import Appliance
+
+        return Appliance(address, self.port, ca=self.ca, cert=self.client_cert, **settings)
+
 
 def free_port(host="127.0.0.1"):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -24,35 +24,30 @@ def haproxy_tls_template(port, backend_port):
 
 @pytest.fixture(scope="module")
 def listeners(api, backend, listener_pki):
+    """Made through the controller's client library (appliance_api.client)."""
     ids = {kind: str(uuid.uuid4()) for kind in ("http", "tcp", "stunnel", "haproxy-tls")}
     ports = {kind: free_port() for kind in ids}
+    appliance = api.client()
     try:
-        put = api.put
-        assert put("/instances/%s/haproxy" % ids["http"],
-                   haproxy_template(ports["http"], backend.port)).status == 201
-        assert put("/instances/%s/haproxy" % ids["tcp"],
-                   tcp_template(ports["tcp"], backend.port)).status == 201
+        appliance.put_config(ids["http"], "haproxy", haproxy_template(ports["http"], backend.port))
+        appliance.put_config(ids["tcp"], "haproxy", tcp_template(ports["tcp"], backend.port))
         stunnel = ids["stunnel"]
-        assert put("/instances/%s/certificates/localhost.pem" % stunnel,
-                   listener_pki.upload).status == 201
-        assert put("/instances/%s/haproxy" % stunnel,
-                   haproxy_template(ports["stunnel"], backend.port)).status == 201
+        appliance.put_certificate(stunnel, "localhost.pem", listener_pki.upload)
+        appliance.put_config(stunnel, "haproxy", haproxy_template(ports["stunnel"], backend.port))
         tls_port = free_port()
-        assert put("/instances/%s/stunnel" % stunnel,
-                   stunnel_template(tls_port, ports["stunnel"])).status == 201
+        appliance.put_config(stunnel, "stunnel", stunnel_template(tls_port, ports["stunnel"]))
         terminated = ids["haproxy-tls"]
-        assert put("/instances/%s/certificates/localhost.pem" % terminated,
-                   listener_pki.upload).status == 201
-        reply = put("/instances/%s/haproxy" % terminated,
-                    haproxy_tls_template(ports["haproxy-tls"], backend.port))
-        assert reply.status == 201, reply
+        appliance.put_certificate(terminated, "localhost.pem", listener_pki.upload)
+        appliance.put_config(terminated, "haproxy",
+                             haproxy_tls_template(ports["haproxy-tls"], backend.port))
         # Both TLS listeners really end TLS with the uploaded certificate.
         for port in (tls_port, ports["haproxy-tls"]):
             assert http_get(port, context=listener_pki.context)[2] == b"backend-ok"
         yield ids
     finally:
         for instance in ids.values():
-            api.delete("/instances/" + instance)
+            appliance.request("DELETE", "/instances/" + instance)
+        appliance.close()
 
 
 def get_json(api, path):
@@ -76,6 +71,9 @@ def test_each_type_exactly(api, listeners):
     assert get_json(api, "/listeners") == [expected[i] for i in sorted(expected)]
     for instance, listener in expected.items():
         assert get_json(api, "/listeners/" + instance) == listener
+    with api.client() as appliance:  # the client library parses the same
+        assert appliance.listeners() == [expected[i] for i in sorted(expected)]
+        assert appliance.listener(listeners["tcp"]) == expected[listeners["tcp"]]
 
 
 def test_a_killed_stunnel_degrades_its_listener(api, listeners):

@@ -29,15 +29,13 @@ def lb(api, backend, listener_pki):
     """haproxy behind stunnel, through the API."""
     instance = str(uuid.uuid4())
     port, tls_port = free_port(), free_port()
-    assert api.put("/instances/%s/certificates/localhost.pem" % instance,
-                   listener_pki.upload).status == 201
-    assert api.put("/instances/%s/haproxy" % instance,
-                   haproxy_template(port, backend.port)).status == 201
-    assert api.put("/instances/%s/stunnel" % instance,
-                   stunnel_template(tls_port, port)).status == 201
-    yield type("Lb", (), dict(id=instance, port=port, tls_port=tls_port,
-                              dir=os.path.join(api.instances_dir, instance)))
-    api.delete("/instances/" + instance)
+    with api.client() as appliance:  # as a controller would, with the client library
+        appliance.put_certificate(instance, "localhost.pem", listener_pki.upload)
+        appliance.put_config(instance, "haproxy", haproxy_template(port, backend.port))
+        appliance.put_config(instance, "stunnel", stunnel_template(tls_port, port))
+        yield type("Lb", (), dict(id=instance, port=port, tls_port=tls_port,
+                                  dir=os.path.join(api.instances_dir, instance)))
+        appliance.delete_instance(instance)
 
 
 def serves(lb, listener_pki):
@@ -70,7 +68,8 @@ def test_instances(api, lb):
     result = octctl(api, "instances")
     assert result.returncode == 0
     assert result.stdout.splitlines() == api.instances()
-    assert json.loads(octctl(api, "instances", "--json").stdout) == api.instances()
+    with api.client() as appliance:
+        assert json.loads(octctl(api, "instances", "--json").stdout) == appliance.instances()
 
 
 def test_a_dead_daemon_is_exit_1_and_start_brings_it_back(api, lb, listener_pki):

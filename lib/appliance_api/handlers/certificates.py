@@ -8,7 +8,6 @@ import hashlib
 import os
 
 from ..app import Response, text
-from ..certcheck import check_certificate_file
 from ..errors import Conflict, NotFound
 from ..layout import Instance
 from ..system import files
@@ -17,6 +16,7 @@ from ..system.locks import instance_lock
 
 def put_certificate(request, instance, filename):
     from .. import services  # daemons and psutil: only changes pay for them
+    from ..certcheck import check_certificate_file  # cryptography: only uploads pay for it
 
     data = request.read_body(int(request.config.number("limits", "certificate_bytes")))
     check_certificate_file(data, filename)

@@ -1,0 +1,601 @@
+"""The controller's client for the appliance API.
+
+    appliance = Appliance("10.0.0.2", ca="ca.pem", cert="controller.pem")
+    appliance.put_config(instance, "haproxy", template)
+
+    pair = Cluster([Appliance("10.0.0.2", ...), Appliance("10.0.0.3", ...)])
+    pair.apply("put_config", instance, "haproxy", template).raise_for_failures()
+
+One `Appliance` is one keep-alive mutual-TLS connection, a method per
+endpoint returning parsed results, typed errors carrying the API's reason and
+detail, and bounded retries with backoff where a retry is safe. `Cluster`
+sends a change to the primary first, then to the others at once.
+
+Standard library only: it runs on the controller. HTTP/1.1 only (http.client);
+the appliance's lighttpd has HTTP/2 turned off on purpose (README, "The HTTP
+edge").
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import hashlib
+import http.client
+import json
+import random
+import re
+import select
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+
+# Methods that may be sent again when an answer was lost: twice ends as once.
+# A PUT stores the same bytes again (an identical certificate or 503 page
+# answers 201 without a reload); a DELETE finds nothing the second time, so
+# a DELETE whose first answer was lost can raise NotFound for a delete that
+# did happen.
+IDEMPOTENT = frozenset(["GET", "HEAD", "PUT", "DELETE"])
+# What put_certificate returns when the appliance already holds the same bytes.
+UNCHANGED = ("OK", "unchanged")
+# Each wait is stretched by up to this fraction, so controller threads that
+# were refused together do not come back together.
+JITTER = 0.25
+
+INSTANCE_LINE = re.compile(r"(?P<id>\S+) +(?P<state>OK|DEGRADED|DOWN)")
+SERVICE_LINE = re.compile(r"  (?P<name>\S+) +(?:running \(pid (?P<pid>\d+)\)|stopped)")
+
+
+class ClientError(Exception):
+    """Anything this module raises about an appliance."""
+
+
+class ApiError(ClientError):
+    """The appliance answered with an error status. `reason` is the first
+    line of the body (the API's one-line reason), `detail` the other lines
+    (a checker's output, one line per bad parameter)."""
+
+    def __init__(self, status, reason, detail="", request=""):
+        super().__init__(status, reason, detail)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.request = request
+
+    def __str__(self):
+        text = "%d %s" % (self.status, self.reason)
+        if self.request:
+            text = "%s: %s" % (self.request, text)
+        return text + ("\n" + self.detail if self.detail else "")
+
+
+class InvalidRequest(ApiError):
+    """403: a URL, method or client the API does not serve."""
+
+
+class NotFound(ApiError):
+    """404."""
+
+
+class Conflict(ApiError):
+    """409: the upload is unusable (a refused config or certificate); nothing changed."""
+
+
+class TooLarge(ApiError):
+    """413: over the API's size limit for that resource."""
+
+
+class ServerError(ApiError):
+    """500: the API could not do its job."""
+
+
+class Busy(ApiError):
+    """503: over the change cap, or a cluster transition runs. Nothing
+    changed; `retry_after` is the seconds the appliance asked us to wait."""
+
+    def __init__(self, status, reason, detail="", request="", retry_after=None):
+        super().__init__(status, reason, detail, request)
+        self.retry_after = retry_after
+
+
+ERRORS = {403: InvalidRequest, 404: NotFound, 409: Conflict, 413: TooLarge, 500: ServerError}
+
+
+class ConnectionFailed(ClientError):
+    """No answer from the appliance, after the retries the request allowed."""
+
+    def __init__(self, reason, request="", attempts=1):
+        super().__init__(reason)
+        self.reason = reason
+        self.request = request
+        self.attempts = attempts
+
+    def __str__(self):
+        text = "%s: %s" % (self.request, self.reason) if self.request else self.reason
+        return text + (" (%d attempts)" % self.attempts if self.attempts > 1 else "")
+
+
+class _NotSent(Exception):
+    """The connection could not be opened: the appliance saw nothing."""
+
+
+class _NoAnswer(Exception):
+    """The request may have been sent, and the connection broke before an answer."""
+
+
+class _Hopeless(Exception):
+    """No retry mends it: a TLS refusal, an appliance silent past the timeout."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """A 2xx answer: status, headers (names in lower case), body bytes."""
+    status: int
+    headers: dict
+    body: bytes
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    @property
+    def lines(self):
+        return self.text.splitlines()
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceState:
+    running: bool
+    pid: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceStatus:
+    """One instance of /service_status: OK, DEGRADED or DOWN, and its services by name."""
+    id: str
+    state: str
+    services: dict[str, ServiceState]
+
+
+def parse_service_status(text):
+    """/service_status's text as [InstanceStatus]. The layout is for people
+    (an id padded to column 52 then the state; two spaces, a service name
+    padded to 17, then `running (pid N)` or `stopped`): read it strictly, so
+    a change of layout fails here instead of passing as "no services"."""
+    instances = []
+    for line in text.splitlines():
+        service = SERVICE_LINE.fullmatch(line)
+        instance = INSTANCE_LINE.fullmatch(line)
+        if service and instances:
+            pid = service.group("pid")
+            instances[-1].services[service.group("name")] = ServiceState(
+                pid is not None, int(pid) if pid else None)
+        elif instance:
+            instances.append(InstanceStatus(instance.group("id"), instance.group("state"), {}))
+        elif line.strip():
+            raise ValueError("unexpected line in /service_status: %r" % line)
+    return instances
+
+
+class Appliance:
+    """One appliance's API over one keep-alive mutual-TLS connection.
+
+    `ca` verifies the appliance (the controller CA); `cert` (and `key`, when
+    it is not in the same file) is the controller's client certificate.
+    `timeout` bounds the connect and each read. GET, HEAD, PUT and DELETE are
+    retried on a connection that cannot be opened or breaks before its
+    answer, and on 503 (after its Retry-After); POST only when the appliance
+    certainly did nothing (503, or no connection). At most `retries` retries,
+    waits of `backoff` seconds doubling each time, and no wait that would end
+    past `max_wait` seconds from the first attempt. `on_retry(request,
+    reason, delay)` is called before each wait (for the controller's log).
+
+    Calls from several threads take turns on the one connection.
+    """
+
+    def __init__(self, address, port=443, *, ca, cert, key=None, timeout=10, retries=4,
+                 backoff=0.2, max_wait=30, on_retry=None):
+        self.address = address.strip("[]")
+        self.port = port
+        self.name = ("[%s]:%d" if ":" in self.address else "%s:%d") % (self.address, port)
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_wait = max_wait
+        self.on_retry = on_retry
+        context = ssl.create_default_context(cafile=ca)
+        context.load_cert_chain(cert, key)
+        self._connection = http.client.HTTPSConnection(self.address, port, timeout=timeout,
+                                                       context=context)
+        self._lock = threading.Lock()
+
+    def __repr__(self):
+        return "<Appliance %s>" % self.name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        with self._lock:
+            self._connection.close()
+
+    # --- reads -------------------------------------------------------------------
+
+    def status(self):
+        """/status as a dict."""
+        return json.loads(self.request("GET", "/status").body)
+
+    def service_status(self):
+        """/service_status as [InstanceStatus]."""
+        return parse_service_status(self.request("GET", "/service_status").text)
+
+    def instances(self):
+        """The instance ids, sorted."""
+        return self.request("GET", "/instances").lines
+
+    def instance_exists(self, instance):
+        try:
+            self.request("GET", _path("instances", instance))
+        except NotFound:
+            return False
+        return True
+
+    def topology(self):
+        return json.loads(self.request("GET", "/topology").body)
+
+    def manifest(self):
+        """Every stored file's SHA-256 by instance, and the topology (no secret)."""
+        return json.loads(self.request("GET", "/manifest").body)
+
+    def listeners(self):
+        """[{"id", "status", "type", and "haproxy"/"stunnel": "running" or "stopped"}]."""
+        return json.loads(self.request("GET", "/listeners").body)
+
+    def listener(self, instance):
+        return json.loads(self.request("GET", _path("listeners", instance)).body)
+
+    # --- instances, configs, 503 pages -----------------------------------------------
+
+    def delete_instance(self, instance):
+        """The answer's lines: OK, then one per daemon stopped."""
+        return self.request("DELETE", _path("instances", instance)).lines
+
+    def put_config(self, instance, service, template):
+        """Store and run the haproxy or stunnel template (str or bytes); the answer's lines."""
+        return self.request("PUT", _path("instances", instance, service),
+                            _bytes(template)).lines
+
+    def get_config(self, instance, service):
+        """The template as uploaded."""
+        return self.request("GET", _path("instances", instance, service)).text
+
+    def delete_config(self, instance, service):
+        return self.request("DELETE", _path("instances", instance, service)).lines
+
+    def put_custom503(self, instance, page):
+        """page: the whole HTTP response haproxy sends (str or bytes)."""
+        return self.request("PUT", _path("instances", instance, "custom503"), _bytes(page)).lines
+
+    def get_custom503(self, instance):
+        return self.request("GET", _path("instances", instance, "custom503")).body
+
+    def delete_custom503(self, instance):
+        return self.request("DELETE", _path("instances", instance, "custom503")).lines
+
+    # --- certificates ------------------------------------------------------------------
+
+    def put_certificate(self, instance, filename, pem, force=False):
+        """Upload key + certificate + chain as filename (the CN and `.pem`).
+
+        Unless force, ask first (HEAD) whether the appliance already holds
+        these bytes: its ETag is the stored file's SHA-256. If so nothing is
+        sent and the result is list(UNCHANGED), ["OK", "unchanged"]; else the
+        answer's lines ("OK", then a line per daemon reloaded). Saves the
+        transfer and, more to the point, a pass through the appliance's
+        certificate checks for each of a fleet's unchanged certificates.
+        """
+        pem = _bytes(pem)
+        if not force and self.certificate_digest(instance, filename) == \
+                hashlib.sha256(pem).hexdigest():
+            return list(UNCHANGED)
+        return self.request("PUT", _certificate_path(instance, filename), pem).lines
+
+    def certificate_digest(self, instance, filename):
+        """The SHA-256 (hex) of the stored certificate file, from its ETag; None if absent."""
+        try:
+            answer = self.request("HEAD", _certificate_path(instance, filename))
+        except NotFound:
+            return None
+        etag = answer.headers.get("etag", "")
+        return (etag[2:] if etag.startswith("W/") else etag).strip('"') or None
+
+    def get_certificate(self, instance, filename):
+        return self.request("GET", _certificate_path(instance, filename)).body
+
+    def delete_certificate(self, instance, filename):
+        """Conflict (409) while a stored config reads the certificate."""
+        return self.request("DELETE", _certificate_path(instance, filename)).lines
+
+    # --- topology ------------------------------------------------------------------------
+
+    def set_topology(self, topology, *, routing_mode=None, role=None, ha_ip=None,
+                     primary_ip=None, all_ips=None, secret=None):
+        """POST /topology: start a change to SINGLE or ACTIVE-STANDBY (watch
+        topology()["topology_status"] for its outcome). Parameters left None
+        are not sent, so the appliance's defaults apply; all_ips is a list."""
+        fields = [("topology", topology)]
+        for name, value in (("routing-mode", routing_mode), ("role", role), ("ha_ip", ha_ip),
+                            ("primary_ip", primary_ip), ("secret", secret)):
+            if value is not None:
+                fields.append((name, value))
+        fields += [("all_ips[%d]" % index, address)
+                   for index, address in enumerate(all_ips or ())]
+        body = urllib.parse.urlencode(fields).encode("ascii")
+        return self.request("POST", "/topology", body,
+                            {"Content-Type": "application/x-www-form-urlencoded"}).lines
+
+    # --- the exchange ----------------------------------------------------------------
+
+    def request(self, method, path, body=None, headers=None):
+        """An Answer for a 2xx; ApiError (a subclass by status) for any other
+        answer, ConnectionFailed for no answer, each after the retries
+        allowed (see the class)."""
+        request = "%s %s on %s" % (method, path, self.name)
+        deadline = time.monotonic() + self.max_wait
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                answer = self._attempt(method, path, body, headers or {})
+            except _NotSent as problem:
+                failure = ConnectionFailed(str(problem), request, attempt)
+                delay = None
+            except _NoAnswer as problem:
+                if method not in IDEMPOTENT:
+                    raise ConnectionFailed("%s; not retried: the appliance may have acted on it"
+                                           % problem, request, attempt) from None
+                failure = ConnectionFailed(str(problem), request, attempt)
+                delay = None
+            except _Hopeless as problem:
+                raise ConnectionFailed(str(problem), request, attempt) from None
+            else:
+                if 200 <= answer.status < 300:
+                    return answer
+                failure = _error(answer, request)
+                if not isinstance(failure, Busy):
+                    raise failure
+                delay = failure.retry_after
+            if delay is None:
+                delay = self.backoff * 2 ** (attempt - 1)
+            delay *= 1 + random.uniform(0, JITTER)
+            if attempt > self.retries or time.monotonic() + delay > deadline:
+                raise failure
+            if self.on_retry:
+                reason = failure.reason if isinstance(failure, ConnectionFailed) else \
+                    "%d %s" % (failure.status, failure.reason)
+                self.on_retry(request, reason, delay)
+            time.sleep(delay)
+
+    def _attempt(self, method, path, body, headers):
+        """One exchange: an Answer of any status, or _NotSent, _NoAnswer or _Hopeless.
+
+        lighttpd closes a connection idle for 5 s. One it already closed is
+        seen before the request (it is readable) and replaced; one it closes
+        while the request is on its way fails with no answer, and an
+        idempotent request then goes again at once on a new connection."""
+        with self._lock:
+            connection = self._connection
+            reused = connection.sock is not None
+            # A POST is never sent on a kept-alive connection: one closed while
+            # the request was on its way could not be told from a POST the
+            # appliance received, and a POST is not retried then.
+            if reused and (method not in IDEMPOTENT or _closed_by_peer(connection.sock)):
+                connection.close()
+                reused = False
+            try:
+                return self._exchange(method, path, body, headers, reused)
+            except _NoAnswer:
+                if not (reused and method in IDEMPOTENT):
+                    raise
+            return self._exchange(method, path, body, headers, False)
+
+    def _exchange(self, method, path, body, headers, reused):
+        connection = self._connection
+        if not reused:
+            try:
+                connection.connect()
+            except ssl.SSLCertVerificationError as error:
+                connection.close()
+                raise _Hopeless("the appliance's certificate: %s" % error.verify_message) from None
+            except OSError as error:
+                connection.close()
+                raise _NotSent(_describe(error)) from None
+        try:
+            connection.request(method, path, body, headers)
+            response = connection.getresponse()
+            data = response.read()
+        except socket.timeout:
+            connection.close()
+            raise _Hopeless("no answer within %s s" % self.timeout) from None
+        except (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError,
+                http.client.IncompleteRead) as error:
+            connection.close()
+            raise _NoAnswer(_describe(error)) from None
+        except (OSError, http.client.HTTPException) as error:
+            connection.close()
+            raise _Hopeless(_describe(error)) from None
+        headers = {name.lower(): value for name, value in response.getheaders()}
+        return Answer(response.status, headers, data)
+
+
+def _closed_by_peer(sock):
+    """Whether a kept-alive connection has something to read between requests:
+    the server's close (EOF, or TLS close_notify), never an answer."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
+
+
+def _error(answer, request):
+    """The ApiError for a non-2xx answer. lighttpd's own answers (400, 411,
+    501, ...) carry an HTML page, not the API's reason: the status's phrase then."""
+    lines = answer.lines if answer.headers.get("content-type", "").startswith("text/plain") \
+        else []
+    reason = lines[0] if lines else http.client.responses.get(answer.status, "Error")
+    detail = "\n".join(lines[1:])
+    if answer.status == 503:
+        return Busy(answer.status, reason, detail, request,
+                    _seconds(answer.headers.get("retry-after")))
+    return ERRORS.get(answer.status, ApiError)(answer.status, reason, detail, request)
+
+
+def _seconds(retry_after):
+    try:
+        return max(0.0, float(retry_after))
+    except (TypeError, ValueError):
+        return None  # absent, or an HTTP date (the API never sends one): back off instead
+
+
+def _describe(error):
+    return "%s: %s" % (type(error).__name__, error) if str(error) else type(error).__name__
+
+
+def _path(*segments):
+    return "/" + "/".join(urllib.parse.quote(segment, safe="") for segment in segments)
+
+
+def _certificate_path(instance, filename):
+    return _path("instances", instance, "certificates", filename)
+
+
+def _bytes(content):
+    return content.encode("utf-8") if isinstance(content, str) else bytes(content)
+
+
+# --- clusters ------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class NodeResult:
+    """One appliance's part of a cluster call: ok and its value, or its error;
+    neither when it was not attempted (the primary failed first)."""
+    appliance: object
+    ok: bool = False
+    value: object = None
+    error: object = None
+
+    @property
+    def skipped(self):
+        return not self.ok and self.error is None
+
+
+class ClusterFailed(ClientError):
+    def __init__(self, result):
+        super().__init__(result.summary())
+        self.result = result
+
+
+class ClusterResult:
+    """[NodeResult], the primary first."""
+
+    def __init__(self, results):
+        self.results = list(results)
+
+    def __iter__(self):
+        return iter(self.results)
+
+    def __len__(self):
+        return len(self.results)
+
+    def __getitem__(self, index):
+        return self.results[index]
+
+    @property
+    def ok(self):
+        return all(result.ok for result in self.results)
+
+    @property
+    def failures(self):
+        return [result for result in self.results if result.error is not None]
+
+    @property
+    def values(self):
+        return [result.value for result in self.results]
+
+    def summary(self):
+        lines = ["%s: %s" % (_name(result.appliance), result.error) for result in self.failures]
+        skipped = [_name(result.appliance) for result in self.results if result.skipped]
+        if skipped:
+            lines.append("not attempted (the primary failed): %s" % ", ".join(skipped))
+        return "\n".join(lines) or "every appliance succeeded"
+
+    def raise_for_failures(self):
+        """ClusterFailed (carrying this result) unless every appliance succeeded."""
+        if not self.ok:
+            raise ClusterFailed(self)
+        return self
+
+
+class Cluster:
+    """The appliances of one cluster, the primary first.
+
+    An operation is a method name of Appliance ("put_config") or a callable
+    taking the appliance first; both get the call's other arguments.
+    """
+
+    def __init__(self, appliances):
+        self.appliances = list(appliances)
+        if not self.appliances:
+            raise ValueError("a cluster needs at least one appliance")
+
+    @property
+    def primary(self):
+        return self.appliances[0]
+
+    @property
+    def secondaries(self):
+        return self.appliances[1:]
+
+    def apply(self, operation, *args, **kwargs):
+        """A change: the primary first; if it fails, no other appliance is
+        touched. Then the others at once, each on its own. A secondary's
+        failure is reported and undoes nothing on the primary: the change is
+        the same on every node, so the controller repeats it there."""
+        first = _run(self.primary, operation, args, kwargs)
+        if not first.ok:
+            return ClusterResult([first] + [NodeResult(node) for node in self.secondaries])
+        return ClusterResult([first] + _run_all(self.secondaries, operation, args, kwargs))
+
+    def gather(self, operation, *args, **kwargs):
+        """Every appliance at once (reads)."""
+        return ClusterResult(_run_all(self.appliances, operation, args, kwargs))
+
+    def close(self):
+        for appliance in self.appliances:
+            appliance.close()
+
+
+def _run(appliance, operation, args, kwargs):
+    """Any exception is that appliance's result: one node's surprise must not
+    hide what the others did. raise_for_failures raises it again."""
+    call = getattr(appliance, operation) if isinstance(operation, str) else \
+        functools.partial(operation, appliance)
+    try:
+        return NodeResult(appliance, True, call(*args, **kwargs))
+    except Exception as error:
+        return NodeResult(appliance, error=error)
+
+
+def _run_all(appliances, operation, args, kwargs):
+    if not appliances:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(appliances)) as pool:
+        futures = [pool.submit(_run, node, operation, args, kwargs) for node in appliances]
+        return [future.result() for future in futures]
+
+
+def _name(appliance):
+    return getattr(appliance, "name", None) or repr(appliance)
