@@ -1,8 +1,10 @@
-"""octctl: the operator's command on the appliance (standard library only).
+"""octctl: the operator's command on the appliance.
 
-It works on the local state folder through the same library code, locks and
-rollback as the API, not over HTTP, and reads the same config file
-(--config, or $APPLIANCE_API_CONFIG, or /etc/appliance-api/appliance-api.ini).
+The command line is the standard library's argparse; each command uses the
+API's own library code (and so psutil or cryptography, where the API does),
+on the local state folder, with the same locks and rollback as the API, not
+over HTTP. It reads the same config file (--config, or
+$APPLIANCE_API_CONFIG, or /etc/appliance-api/appliance-api.ini).
 
 Exit status: 0 done (or all running); 1 something is not running, or an
 action failed; 2 the command could not be carried out as asked (a bad or
@@ -23,20 +25,24 @@ class Refused(Exception):
 
 def status(config, arguments):
     """/service_status's text for every instance, or one; exit 1 unless all run."""
-    from .health import service_states, service_status_lines
+    from .health import service_states, service_status_block
     from .layout import existing_instances
 
     if arguments.target == "all":
         instances = existing_instances(config.state_dir, snapshot=True)
     else:
         instances = [_instance(config, arguments.target)]
-    healthy = all(service_states(instance)[1] == "OK" for instance in instances)
+    # Looked at once: what is printed is what the exit status says.
+    seen = [(instance.id,) + service_states(instance) for instance in instances]
     if arguments.json:
-        _print_json([_status_record(instance) for instance in instances])
+        _print_json([{"id": instance_id, "status": state, "services": {
+            service: {"running": pid is not None, "pid": pid} for service, pid in states}}
+            for instance_id, states, state in seen])
     else:
-        for line in service_status_lines(config.state_dir, instances):
-            print(line)
-    return 0 if healthy else 1
+        for instance_id, states, state in seen:
+            for line in service_status_block(instance_id, states, state):
+                print(line)
+    return 0 if all(state == "OK" for _id, _states, state in seen) else 1
 
 
 def instances(config, arguments):
@@ -158,13 +164,15 @@ def _control(config, arguments, action):
     from .topology import transition_running
 
     instance = _instance(config, arguments.instance)
-    services = _services(instance, arguments.service)
-    if action == "stop":
-        services = list(reversed(services))  # stunnel in front goes first
+    _services(instance, arguments.service)
     if transition_running(config.state_dir):
         raise ClusterTransition()
     failed = False
     with change_slot(config), instance_lock(instance, create=False):
+        # Again under the lock: a DELETE may have removed it while we waited.
+        services = _services(_instance(config, arguments.instance), arguments.service)
+        if action == "stop":
+            services = list(reversed(services))  # stunnel in front goes first
         for service in services:
             daemon = daemon_for(service, instance, config)
             process = daemon.process()
@@ -211,15 +219,6 @@ def _services(instance, service):
     if service not in configured:
         raise Refused("instance %s has no %s config" % (instance.id, service))
     return [service]
-
-
-def _status_record(instance):
-    from .health import service_states
-
-    states, state = service_states(instance)
-    return {"id": instance.id, "status": state,
-            "services": {service: {"running": pid is not None, "pid": pid}
-                         for service, pid in states}}
 
 
 def _print_json(value):
@@ -300,4 +299,9 @@ def main(argv=None):
         print("octctl %s: %s" % (arguments.command, error.reason), file=sys.stderr)
         if error.detail:
             print(error.detail.rstrip("\n"), file=sys.stderr)
+        return 1
+    except OSError as error:  # not root, a file gone: one line, not a traceback
+        where = " (%s)" % error.filename if error.filename else ""
+        print("octctl %s: %s%s" % (arguments.command, error.strerror or error, where),
+              file=sys.stderr)
         return 1

@@ -184,7 +184,9 @@ class Appliance:
 
     `ca` verifies the appliance (the controller CA); `cert` (and `key`, when
     it is not in the same file) is the controller's client certificate.
-    `timeout` bounds the connect and each read. GET, HEAD, PUT and DELETE are
+    `connect_timeout` bounds the connect and the TLS handshake, `timeout`
+    each answer (a change may take the appliance's change wait, a daemon's
+    start and a rollback: a minute is not too long). GET, HEAD, PUT and DELETE are
     retried on a connection that cannot be opened or breaks before its
     answer, and on 503 (after its Retry-After); POST only when the appliance
     certainly did nothing (503, or no connection). At most `retries` retries,
@@ -195,8 +197,8 @@ class Appliance:
     Calls from several threads take turns on the one connection.
     """
 
-    def __init__(self, address, port=443, *, ca, cert, key=None, timeout=10, retries=4,
-                 backoff=0.2, max_wait=30, on_retry=None):
+    def __init__(self, address, port=443, *, ca, cert, key=None, timeout=60, connect_timeout=5,
+                 retries=4, backoff=0.2, max_wait=30, on_retry=None):
         self.address = address.strip("[]")
         self.port = port
         self.name = ("[%s]:%d" if ":" in self.address else "%s:%d") % (self.address, port)
@@ -207,9 +209,13 @@ class Appliance:
         self.on_retry = on_retry
         context = ssl.create_default_context(cafile=ca)
         context.load_cert_chain(cert, key)
-        self._connection = http.client.HTTPSConnection(self.address, port, timeout=timeout,
-                                                       context=context)
+        # connect_timeout until connected, then timeout for each answer: a
+        # change may take the appliance's change wait, a daemon's start
+        # timeout and a rollback, and a read timeout is not retried.
+        self._connection = http.client.HTTPSConnection(self.address, port,
+                                                       timeout=connect_timeout, context=context)
         self._lock = threading.Lock()
+        self._answer_lost = False
 
     def __repr__(self):
         return "<Appliance %s>" % self.name
@@ -348,6 +354,7 @@ class Appliance:
         request = "%s %s on %s" % (method, path, self.name)
         deadline = time.monotonic() + self.max_wait
         attempt = 0
+        self._answer_lost = False
         while True:
             attempt += 1
             try:
@@ -359,6 +366,7 @@ class Appliance:
                 if method not in IDEMPOTENT:
                     raise ConnectionFailed("%s; not retried: the appliance may have acted on it"
                                            % problem, request, attempt) from None
+                self._answer_lost = True
                 failure = ConnectionFailed(str(problem), request, attempt)
                 delay = None
             except _Hopeless as problem:
@@ -366,6 +374,10 @@ class Appliance:
             else:
                 if 200 <= answer.status < 300:
                     return answer
+                if answer.status == 404 and method == "DELETE" and self._answer_lost:
+                    # The attempt whose answer was lost did the delete.
+                    return Answer(200, answer.headers, b"OK\nalready deleted: the answer to "
+                                  b"an earlier attempt was lost\n")
                 failure = _error(answer, request)
                 if not isinstance(failure, Busy):
                     raise failure
@@ -402,6 +414,7 @@ class Appliance:
             except _NoAnswer:
                 if not (reused and method in IDEMPOTENT):
                     raise
+                self._answer_lost = True
             return self._exchange(method, path, body, headers, False)
 
     def _exchange(self, method, path, body, headers, reused):
@@ -409,6 +422,7 @@ class Appliance:
         if not reused:
             try:
                 connection.connect()
+                connection.sock.settimeout(self.timeout)
             except ssl.SSLCertVerificationError as error:
                 connection.close()
                 raise _Hopeless("the appliance's certificate: %s" % error.verify_message) from None
@@ -436,8 +450,9 @@ class Appliance:
 def _closed_by_peer(sock):
     """Whether a kept-alive connection has something to read between requests:
     the server's close (EOF, or TLS close_notify), never an answer."""
-    readable, _, _ = select.select([sock], [], [], 0)
-    return bool(readable)
+    poll = select.poll()  # not select(): a controller's descriptors pass 1024
+    poll.register(sock, select.POLLIN)
+    return bool(poll.poll(0))
 
 
 def _error(answer, request):

@@ -21,9 +21,12 @@ def running_pid(instance, service, settle=SETTLE):
     """The pid of the instance's service if it runs, else None."""
     config_path = os.fsencode(os.path.abspath(instance.rendered(service)))
     names = PROCESS_NAMES[service]
+    # haproxy's master unlinks its pid file and writes it anew on a reload: a
+    # missing one beside its master socket may be that moment.
+    rewritten = instance.master_socket if service == "haproxy" else None
     deadline = None
     while True:
-        verdict = _look(instance.pid_file(service), names, config_path)
+        verdict = _look(instance.pid_file(service), names, config_path, rewritten)
         if verdict is not _SETTLING:
             return verdict
         if deadline is None:
@@ -36,11 +39,15 @@ def running_pid(instance, service, settle=SETTLE):
 _SETTLING = object()
 
 
-def _look(pid_file, names, config_path):
+def _look(pid_file, names, config_path, rewritten_beside=None):
     """A pid, None (not running) or _SETTLING (a reload is rewriting it: look again)."""
     try:
         # O_NONBLOCK: a FIFO put where the pid file belongs must not hang us.
         fd = os.open(pid_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if rewritten_beside and os.path.exists(rewritten_beside):
+            return _SETTLING
+        return None
     except OSError:
         return None
     with open(fd, "rb") as file:
@@ -89,15 +96,19 @@ def service_states(instance):
     return states, state
 
 
-def service_status_lines(state_dir, instances=None):
-    """/service_status in the original's layout, also what `octctl status` prints."""
+def service_status_lines(state_dir):
+    """/service_status in the original's layout."""
     lines = []
-    for instance in existing_instances(state_dir, True) if instances is None else instances:
-        states, state = service_states(instance)
-        lines.append("%-52s%s" % (instance.id, state))
-        lines.extend("  %-17s%s" % (service, "running (pid %d)" % pid if pid else "stopped")
-                     for service, pid in states)
+    for instance in existing_instances(state_dir, snapshot=True):
+        lines += service_status_block(instance.id, *service_states(instance))
     return lines
+
+
+def service_status_block(instance_id, states, state):
+    """One instance's lines of /service_status (also what `octctl status` prints)."""
+    return ["%-52s%s" % (instance_id, state)] + [
+        "  %-17s%s" % (service, "running (pid %d)" % pid if pid else "stopped")
+        for service, pid in states]
 
 
 def problems(state_dir):

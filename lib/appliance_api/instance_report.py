@@ -76,8 +76,10 @@ def as_text(report):
 def check(instance, service, config):
     """(ok, lines): the daemon's own check of the stored config rendered
     afresh, and the API's rules (literal listeners, files in the instance's
-    folder, no listener another instance holds). stunnel has no check-only
-    mode: for it, every certificate its config names must load in OpenSSL."""
+    folder, no listener another instance holds, not the pair's own
+    addresses). stunnel has no check-only mode: for it, the API's rules and
+    every key and certificate file its config names loading in OpenSSL; its
+    option names are not checked (a reload would say)."""
     from .certcheck import check_with_openssl
     from .system.daemons import daemon_for
     from .system.locks import instance_lock
@@ -91,12 +93,15 @@ def check(instance, service, config):
     try:
         scan = sharedstate.scan_template(instance, service, text, config)
         scan.check(config.state_dir)
+        sharedstate.refuse_cluster_addresses(scan, config)
         sharedstate.ApplianceView(config).refuse_shared_listeners(instance, service, scan)
         if service == "haproxy":
             # In the instance folder, beside the files the config names; under
             # the instance's lock, which sweeps temporaries of dead requests.
             candidate = os.path.join(instance.dir, ".%s.check.tmp" % service)
             with instance_lock(instance, create=False):
+                if not instance.exists():
+                    return False, ["the instance was deleted meanwhile"]
                 files.write_atomic(candidate, daemon.render(text).encode("utf-8"), durable=False)
                 try:
                     ok, output = daemon.check(candidate)
@@ -116,4 +121,7 @@ def check(instance, service, config):
                     lines.append("%s loads in OpenSSL" % path)
     except HTTPError as error:
         return False, [error.reason] + error.detail.splitlines()
+    if service == "stunnel":
+        return True, ["the API's rules pass (stunnel has no check-only mode: its option "
+                      "names are checked at start or reload only)"] + lines
     return True, ["configuration is valid"] + lines

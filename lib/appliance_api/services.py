@@ -165,7 +165,7 @@ def _bring_back(daemon, was_running):
     the change started). A daemon that will not come back is a 500."""
     try:
         if was_running:
-            daemon.apply()
+            daemon.apply(keep_outcome=False)
         elif daemon.process() is not None:
             daemon.stop()
     except DaemonFailed as failure:

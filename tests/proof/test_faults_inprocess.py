@@ -111,12 +111,13 @@ def der(cert):
 
 
 def stored_files(state_dir):
-    """{relative path: (mode, content)} of the state folder; logs aside (daemons write them)."""
+    """{relative path: (mode, content)} of the state folder; logs and the last
+    start or reload's record aside (what the daemons did, not what is stored)."""
     found = {}
     for folder, _dirs, names in os.walk(state_dir):
         for name in names:
             path = os.path.join(folder, name)
-            if name.endswith(".log") or name in ("filler", "master.sock"):  # sockets: no content
+            if name.endswith((".log", ".outcome")) or name in ("filler", "master.sock"):
                 continue
             with open(path, "rb") as file:
                 found[os.path.relpath(path, state_dir)] = (os.stat(path).st_mode, file.read())

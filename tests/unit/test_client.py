@@ -354,6 +354,49 @@ def test_a_read_timeout_is_not_retried(appliance_server):
     assert len(appliance_server.seen) == 1
 
 
+def test_the_connect_timeout_is_short_and_the_answer_timeout_long(appliance_server):
+    """A change may take the appliance many seconds; a connect must not."""
+    appliance_server.answers = [SLOW]
+    appliance = appliance_server.client(timeout=5, connect_timeout=0.2)
+    appliance.put_config(INSTANCE, "haproxy", "x")  # answered after 1 s: past connect_timeout
+    assert appliance._connection.sock.gettimeout() == 5
+    assert appliance._connection.timeout == 0.2
+
+
+def test_a_delete_whose_answer_was_lost_is_done_when_the_retry_finds_nothing(appliance_server):
+    appliance_server.answers = [DROP, (404, "Not Found\n")]
+    appliance = appliance_server.client()
+    assert appliance.delete_instance(INSTANCE)[0] == "OK"
+    assert [seen.method for seen in appliance_server.seen] == ["DELETE", "DELETE"]
+    # Without a lost answer, a 404 is a 404.
+    appliance_server.answers = [(404, "Not Found\n")]
+    with pytest.raises(NotFound):
+        appliance.delete_instance(INSTANCE)
+
+
+def test_many_open_descriptors_do_not_break_the_idle_check(appliance_server):
+    """select() refuses descriptors past 1024; a controller holding a fleet's
+    connections has that many."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("cannot open 1,100 files here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        appliance_server.answers = [(200, "OK\n"), (200, "OK\n")]
+        appliance = appliance_server.client()
+        appliance.instance_exists(INSTANCE)
+        assert appliance._connection.sock.fileno() > 1024
+        appliance.instance_exists(INSTANCE)  # the kept connection's idle check
+        assert len(set(appliance_server.ports())) == 1
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_an_appliance_another_ca_signed_is_refused_at_once(appliance_server, tmp_path, retries):
     from cryptography.hazmat.primitives.serialization import Encoding
 

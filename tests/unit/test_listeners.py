@@ -115,8 +115,37 @@ def test_empty_list_and_missing_listener(app):
     ("frontend x\n    bind :443 ssl crt /x.pem  # tls\n", "HTTPS"),
     ("frontend x\n    bind :80 # ssl in a comment\n", "TCP"),
     ("frontend x\n    bind :80\nfrontend y\n    bind :443 ssl crt /x.pem\n", "HTTPS"),
+    # Every defaults section starts again from tcp, unless it comes from another.
+    ("defaults\n    mode http\nbackend b\ndefaults\n    timeout client 1s\n"
+     "frontend x\n    bind :80\n", "TCP"),
+    ("defaults web\n    mode http\ndefaults\n    mode tcp\nfrontend x from web\n"
+     "    bind :80\n", "HTTP"),
+    ("defaults web\n    mode http\ndefaults more from web\nfrontend x\n    bind :80\n", "HTTP"),
+    # A log-forward section binds too, but is no frontend.
+    ("defaults\n    mode http\nfrontend x\n    bind :80\nlog-forward l\n"
+     "    bind :514 ssl crt /x.pem\n", "HTTP"),
 ])
 def test_haproxy_listener_type(text, expected):
     from appliance_api.handlers.listeners import haproxy_listener_type
 
     assert haproxy_listener_type(text) == expected
+
+
+@pytest.mark.parametrize("text, terminates", [
+    ("[https]\naccept = 443\nconnect = 80\n", True),
+    ("[out]\nclient = yes\naccept = 80\nconnect = 10.0.0.1:443\n", False),
+    ("client = yes\n[out]\naccept = 80\n[in]\nclient = no\naccept = 443\n", True),
+    ("client = yes ; every service\n[out]\naccept = 80\n", False),
+    ("; no service at all\nforeground = yes\n", False),
+])
+def test_stunnel_terminates_tls(text, terminates):
+    from appliance_api.handlers.listeners import stunnel_terminates_tls
+
+    assert stunnel_terminates_tls(text) is terminates
+
+
+def test_a_stunnel_that_only_starts_tls_outward_is_not_https(app, state_dir):
+    listener(state_dir, A, haproxy=HTTP, stunnel="[out]\nclient = yes\naccept = 8080\n")
+    assert get_json(app, "/listeners/" + A)["type"] == "HTTP"
+
+

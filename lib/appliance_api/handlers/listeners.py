@@ -17,8 +17,7 @@ from ..system import files
 
 # Lines that open a section of an haproxy config.
 SECTIONS = ("global", "defaults", "frontend", "listen", "backend", "peers", "resolvers",
-            "userlist", "mailers", "program", "http-errors", "ring", "cache")
-
+            "userlist", "mailers", "program", "http-errors", "ring", "cache", "log-forward")
 
 def list_listeners(request):
     instances = existing_instances(request.config.state_dir, snapshot=True)
@@ -42,38 +41,75 @@ def describe(instance):
 
 
 def listener_type(instance):
-    if "stunnel" in instance.configured_services():
+    stunnel = files.read(instance.template("stunnel"))
+    if stunnel is not None and stunnel_terminates_tls(stunnel.decode("utf-8", "replace")):
         return "HTTPS"
     template = files.read(instance.template("haproxy"))
     if template is None:
-        return None
+        return "TCP" if stunnel is not None else None
     return haproxy_listener_type(template.decode("utf-8", "replace"))
+
+
+def stunnel_terminates_tls(text):
+    """Whether a service of the stunnel config accepts TLS: any without
+    `client = yes` (set in the service, or in the global part before the
+    first service, which is every service's default)."""
+    default_client = False
+    services = []  # `client` of each service
+    for line in text.splitlines():
+        line = line.split(";", 1)[0].split("#", 1)[0].strip()
+        if line.startswith("["):
+            services.append(default_client)
+            continue
+        name, _, value = line.partition("=")
+        if name.strip().lower() == "client":
+            client = value.strip().lower() == "yes"
+            if services:
+                services[-1] = client
+            else:
+                default_client = client
+    return any(not client for client in services)
 
 
 def haproxy_listener_type(text):
     """HTTPS if any bind ends TLS, else the mode of the first frontend or
-    listen section that binds (its own `mode`, else the defaults' before it)."""
-    default_mode = "tcp"
-    sections = []  # [kind, mode, binds] of each frontend and listen section
-    current = None
+    listen section that binds. A section starts from its defaults' mode (the
+    section `from` names, else the last defaults before it); a defaults
+    section starts from tcp (haproxy's default) or the one it comes `from`."""
+    last_defaults = "tcp"
+    named = {}  # mode of each named defaults section
+    listening = []  # the frontend and listen sections
+    section = None
     for line in text.splitlines():
         words = line.split("#", 1)[0].split()
         if not words:
             continue
         keyword = words[0].lower()
         if keyword in SECTIONS:
-            current = [keyword, default_mode, False]
-            if keyword in ("frontend", "listen"):
-                sections.append(current)
-        elif current is None:
+            parent = words[words.index("from") + 1] if "from" in words[1:-1] else None
+            name = words[1] if len(words) > 1 and words[1] != "from" else None
+            if keyword == "defaults":
+                mode = named.get(parent, "tcp")
+            else:
+                mode = named.get(parent, last_defaults) if parent else last_defaults
+            section = {"kind": keyword, "name": name, "mode": mode, "binds": False}
+            if keyword == "defaults":
+                last_defaults = mode
+                if name:
+                    named[name] = mode
+            elif keyword in ("frontend", "listen"):
+                listening.append(section)
+        elif section is None:
             continue
         elif keyword == "mode" and len(words) > 1:
-            current[1] = words[1].lower()
-            if current[0] == "defaults":
-                default_mode = current[1]
-        elif keyword == "bind" and current[0] in ("frontend", "listen"):
+            section["mode"] = words[1].lower()
+            if section["kind"] == "defaults":
+                last_defaults = section["mode"]
+                if section["name"]:
+                    named[section["name"]] = section["mode"]
+        elif keyword == "bind" and section["kind"] in ("frontend", "listen"):
             if "ssl" in words[2:]:
                 return "HTTPS"
-            current[2] = True
-    modes = [mode for _kind, mode, binds in sections if binds]
-    return (modes[0] if modes else default_mode).upper()
+            section["binds"] = True
+    modes = [section["mode"] for section in listening if section["binds"]]
+    return (modes[0] if modes else "tcp").upper()

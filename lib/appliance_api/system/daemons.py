@@ -53,22 +53,28 @@ class Daemon:
         """Check a rendered config before it replaces the running one: (ok, output)."""
         return True, ""
 
-    def apply(self):
+    def apply(self, keep_outcome=True):
         """Run the rendered config: reload the daemon if it runs, else start it.
-        The outcome is kept for `octctl show`."""
+        The outcome is kept for `octctl show`, but not a rollback's: after a
+        failed change the record says that the change failed."""
         process = self.process()
         try:
             message = self.start() if process is None else self.reload(process)
         except DaemonFailed as failure:
-            self._keep_outcome("failed: %s" % failure)
+            if keep_outcome:
+                self._keep_outcome("failed: %s" % failure)
             raise
-        self._keep_outcome(message)
+        if keep_outcome:
+            self._keep_outcome(message)
         return message
 
     def _keep_outcome(self, message):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        files.write_atomic(self.instance.outcome(self.name),
-                           ("%s %s\n" % (stamp, message)).encode(), durable=False)
+        try:
+            files.write_atomic(self.instance.outcome(self.name),
+                               ("%s %s\n" % (stamp, message)).encode(), durable=False)
+        except OSError:
+            pass  # a record for people (a full disk, say) must not fail the change
 
     def stop(self):
         """Soft stop, then kill after stop_timeout; True if a daemon was running.

@@ -1,0 +1,74 @@
+"""health.running_pid: a daemon's liveness from its pid file and /proc only."""
+import os
+import time
+
+from test_read_endpoints import A, make_instance
+
+
+def test_a_live_daemon_on_its_own_config(state_dir, fake_daemons):
+    from appliance_api.health import running_pid
+
+    instance = make_instance(state_dir, A, "haproxy.cfg", "stunnel.conf")
+    haproxy = fake_daemons("haproxy", instance.rendered("haproxy"), instance.pid_file("haproxy"))
+    assert running_pid(instance, "haproxy") == haproxy.pid
+    # A stunnel's pid file naming that haproxy: wrong name, not stunnel.
+    with open(instance.pid_file("stunnel"), "w") as file:
+        file.write("%d\n" % haproxy.pid)
+    assert running_pid(instance, "stunnel") is None
+    # Another instance's config on the command line: not this instance's daemon.
+    other = make_instance(state_dir, "635bbdc6-65cd-41fc-b879-22c02aaf8952", "haproxy.cfg")
+    os.replace(instance.pid_file("haproxy"), other.pid_file("haproxy"))
+    assert running_pid(other, "haproxy") is None
+
+
+def test_odd_pid_files_mean_not_running_at_once(state_dir, fake_daemons):
+    from appliance_api.health import running_pid
+
+    instance = make_instance(state_dir, A, "haproxy.cfg")
+    haproxy = fake_daemons("haproxy", instance.rendered("haproxy"),
+                           os.path.join(state_dir, "elsewhere.pid"))
+    pid_file = instance.pid_file("haproxy")
+    os.symlink(os.path.join(state_dir, "elsewhere.pid"), pid_file)  # O_NOFOLLOW
+    assert running_pid(instance, "haproxy") is None
+    os.unlink(pid_file)
+    os.mkfifo(pid_file)  # must not hang
+    started = time.monotonic()
+    assert running_pid(instance, "haproxy") is None
+    os.unlink(pid_file)
+    with open(pid_file, "w") as file:
+        file.write("garbage\n")
+    assert running_pid(instance, "haproxy") is None
+    with open(pid_file, "w") as file:
+        file.write("%d\n" % haproxy.pid)
+    assert running_pid(instance, "haproxy") == haproxy.pid
+    assert time.monotonic() - started < 0.3
+
+
+def test_a_pid_file_being_rewritten_by_a_reload_is_waited_for(state_dir, fake_daemons):
+    """haproxy's master unlinks its pid file, then writes it again: a missing
+    file beside master.sock is read again until it is back (or 0.5 s)."""
+    import threading
+
+    from appliance_api.health import running_pid
+
+    instance = make_instance(state_dir, A, "haproxy.cfg")
+    pid_file = instance.pid_file("haproxy")
+    haproxy = fake_daemons("haproxy", instance.rendered("haproxy"), pid_file)
+    os.unlink(pid_file)
+    # Without a master socket, a missing pid file is simply "not running".
+    started = time.monotonic()
+    assert running_pid(instance, "haproxy") is None
+    assert time.monotonic() - started < 0.1
+    open(instance.master_socket, "w").close()
+
+    def write_back():
+        time.sleep(0.1)
+        with open(pid_file, "w") as file:
+            file.write("%d\n" % haproxy.pid)
+
+    threading.Thread(target=write_back).start()
+    assert running_pid(instance, "haproxy") == haproxy.pid
+    os.unlink(pid_file)
+    started = time.monotonic()
+    assert running_pid(instance, "haproxy") is None  # never written back
+    assert 0.45 < time.monotonic() - started < 1.5
