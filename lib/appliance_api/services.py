@@ -113,16 +113,19 @@ def delete_instance(instance, config):
     return lines
 
 
-def replace_file(instance, path, data, config, mode=0o644, services=SERVICES):
-    """Store a file the daemons read (a certificate, the 503 page), then reload
-    the running daemons of services; on a failed reload put the old file back
-    and reload again. The answer's lines after OK."""
+def replace_file(instance, path, data, config, mode=0o644, services=SERVICES,
+                 certificate=False):
+    """Store a file the daemons read (a certificate, the 503 page), then have
+    the running daemons of services read it: a certificate haproxy holds is
+    swapped in its memory (no reload), anything else is reloaded. On a
+    failure, put the old file back and reload again. The answer's lines after OK."""
     old = files.read(path)
     if old == data:
         return []  # unchanged content: the daemons already run it
     os.makedirs(os.path.dirname(path), exist_ok=True)
     files.write_atomic(path, data, mode)
-    return _reload_or_restore(instance, path, old, config, mode, services)
+    return _reload_or_restore(instance, path, old, config, mode, services,
+                              data if certificate else None)
 
 
 def remove_file(instance, path, config, services=SERVICES):
@@ -131,13 +134,16 @@ def remove_file(instance, path, config, services=SERVICES):
     return _reload_or_restore(instance, path, old, config, 0o644, services)
 
 
-def _reload_or_restore(instance, path, old, config, mode, services):
+def _reload_or_restore(instance, path, old, config, mode, services, certificate=None):
     running = [d for d in (daemon_for(s, instance, config) for s in services) if d.process()]
     lines = []
     try:
         for daemon in running:
-            render_from_template(daemon)
-            lines.append(daemon.apply())
+            swapped = None
+            if not render_from_template(daemon) and certificate is not None \
+                    and hasattr(daemon, "replace_certificate"):
+                swapped = daemon.replace_certificate(os.path.abspath(path), certificate)
+            lines.append(swapped or daemon.apply())
     except BaseException as error:
         files.restore(path, old, mode)
         for daemon in running:
@@ -151,13 +157,15 @@ def _reload_or_restore(instance, path, old, config, mode, services):
 def render_from_template(daemon):
     """Make the rendered config the stored template's rendering again. A PUT
     killed between its two renames leaves a rendered file GET does not show;
-    no reload may run it."""
+    no reload may run it. True when it was not (a reload is then due)."""
     template = files.read(daemon.instance.template(daemon.name))
     if template is None:
-        return
+        return False
     rendered = daemon.render(template.decode("utf-8", "replace")).encode("utf-8")
     if files.read(daemon.rendered_path) != rendered:
         files.write_atomic(daemon.rendered_path, rendered)
+        return True
+    return False
 
 
 def _bring_back(daemon, was_running):

@@ -9,7 +9,7 @@ import ssl
 import pytest
 
 from .conftest import pki_tool
-from .helpers import eventually, free_port
+from .helpers import eventually, free_port, haproxy_template, live_children
 
 
 def listener_certificate(ca, common_name="localhost"):
@@ -124,3 +124,65 @@ def test_stunnel_reload_that_cannot_bind_is_rolled_back(api, backend, tls_instan
     assert api.get("/instances/%s/stunnel" % instance).body == before
     assert api.service_pid(instance, "stunnel") == pid
     assert eventually(lambda: presented_certificate(port) == served, 5)
+
+
+# --- TLS ended by haproxy: the certificate swapped in memory, no reload ---------------
+
+@pytest.fixture
+def haproxy_tls_instance(api, backend, instance_id):
+    ca = pki_tool.make_ca("tenant CA")
+    first, first_der = listener_certificate(ca)
+    url = "/instances/%s/certificates/localhost.pem" % instance_id
+    assert api.put(url, first).status == 201
+    port = free_port()
+    template = haproxy_template(port, backend.port).replace(
+        "bind {MYIP}:%d\n" % port,
+        "bind {MYIP}:%d ssl crt {INSTANCE_DIR}/certificates/localhost.pem\n" % port)
+    reply = api.put("/instances/%s/haproxy" % instance_id, template)
+    assert reply.status == 201, reply
+    assert presented_certificate(port) == first_der
+    return ca, url, port, instance_id
+
+
+def haproxy_processes(api, instance_id):
+    master = api.service_pid(instance_id, "haproxy")
+    return master, live_children(master)
+
+
+def test_haproxy_takes_a_new_certificate_without_a_reload(api, haproxy_tls_instance):
+    ca, url, port, instance_id = haproxy_tls_instance
+    before = haproxy_processes(api, instance_id)
+    for _round in range(3):
+        certificate, der = listener_certificate(ca)
+        reply = api.put(url, certificate)
+        assert reply.status == 201, reply
+        assert reply.lines == ["OK", "haproxy daemon for %s took localhost.pem without a reload "
+                                     "(pid %d)" % (instance_id, before[0])]
+        # Served at once: the commit has answered before the PUT does.
+        assert presented_certificate(port) == der
+    assert haproxy_processes(api, instance_id) == before  # the same master and worker
+    # A later reload reads the file on disk: the last certificate, still.
+    reply = api.put("/instances/%s/haproxy" % instance_id,
+                    api.get("/instances/%s/haproxy" % instance_id).body + "# again\n")
+    assert reply.status == 201, reply
+    assert eventually(lambda: presented_certificate(port) == der, 5)
+
+
+def test_haproxy_refusing_a_certificate_changes_nothing(api, haproxy_tls_instance):
+    """What the API's own checks refuse never reaches haproxy: 2.6 breaks live
+    connections when it refuses a commit for a key that does not match."""
+    ca, url, port, instance_id = haproxy_tls_instance
+    served = presented_certificate(port)
+    before = haproxy_processes(api, instance_id)
+    stored = os.path.join(api.instances_dir, instance_id, "certificates", "localhost.pem")
+    with open(stored, "rb") as file:
+        old = file.read()
+    other, _ = listener_certificate(ca)
+    mismatched = other[:other.index(b"-----BEGIN CERTIFICATE")] + \
+        old[old.index(b"-----BEGIN CERTIFICATE"):]
+    reply = api.put(url, mismatched)
+    assert (reply.status, reply.body) == (409, "Certificate and key do not match\n")
+    assert presented_certificate(port) == served
+    assert haproxy_processes(api, instance_id) == before
+    with open(stored, "rb") as file:
+        assert file.read() == old

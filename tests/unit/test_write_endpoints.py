@@ -248,3 +248,105 @@ def test_a_certificate_named_with_the_longest_allowed_filename_is_stored(app, st
     assert response.status_int == 201, response.text
     assert app.get(url).body == body
     assert os.listdir(Instance(state_dir, instance_id).certificates_dir) == [filename]
+
+
+class FakeMasterCli:
+    """haproxy's master CLI as the runtime certificate swap talks to it."""
+
+    def __init__(self, loaded, answers):
+        self.loaded, self.answers, self.commands = loaded, dict(answers), []
+
+    def __call__(self, instance_dir, command, timeout=1.0):
+        self.commands.append(command.split(" <<")[0])
+        if command == "@1 show ssl cert":
+            return "# filename\n" + "".join(path + "\n" for path in self.loaded)
+        for prefix, answer in self.answers.items():
+            if command.startswith(prefix):
+                return answer
+        return "\n"
+
+
+@pytest.fixture
+def running_haproxy(monkeypatch, state_dir, instance_id, config):
+    """An instance whose haproxy 'runs' (a fake process) and names its certificate;
+    its reloads are recorded, not done."""
+    from appliance_api.system import daemons
+
+    instance = Instance(state_dir, instance_id)
+    os.makedirs(instance.certificates_dir)
+    template = "frontend f\n    bind :443 ssl crt {INSTANCE_DIR}/certificates/x.pem\n"
+    with open(instance.template("haproxy"), "w") as file:
+        file.write(template)
+    with open(instance.rendered("haproxy"), "w") as file:
+        file.write(daemons.Haproxy(instance, config).render(template))
+    fake = type("Process", (), {"pid": 4242})()
+    monkeypatch.setattr(daemons.Haproxy, "process", lambda self: fake)
+    monkeypatch.setattr(daemons.Stunnel, "process", lambda self: None)
+    reloads = []
+    monkeypatch.setattr(daemons.Haproxy, "apply", lambda self, keep_outcome=True: reloads.append(
+        keep_outcome) or "haproxy daemon for %s reloaded (pid 4242)" % instance_id)
+    return instance, reloads
+
+
+def put_swapped(instance, data, config):
+    from appliance_api import services
+
+    return services.replace_file(instance, instance.certificate("x.pem"), data, config,
+                                 mode=0o600, certificate=True)
+
+
+def test_a_certificate_haproxy_holds_is_swapped_without_a_reload(running_haproxy, config,
+                                                                 monkeypatch):
+    from appliance_api.system import daemons
+
+    instance, reloads = running_haproxy
+    path = os.path.abspath(instance.certificate("x.pem"))
+    cli = FakeMasterCli([path], {"@1 set ssl cert": "Transaction created for certificate %s!\n"
+                                 % path, "@1 commit ssl cert": "Committing %s.\nSuccess!\n" % path})
+    monkeypatch.setattr(daemons, "master_cli", cli)
+    lines = put_swapped(instance, b"new bundle\n", config)
+    assert lines == ["haproxy daemon for %s took x.pem without a reload (pid 4242)" % instance.id]
+    assert reloads == []
+    # An open transaction a dead request left is aborted first.
+    assert cli.commands == ["@1 show ssl cert", "@1 abort ssl cert " + path,
+                            "@1 set ssl cert " + path, "@1 commit ssl cert " + path]
+
+
+@pytest.mark.parametrize("answers", [
+    {"@1 set ssl cert": "unable to load certificate from file 'x'.\nCan't load the payload\n"},
+    {"@1 set ssl cert": "Transaction created for certificate x!\n",
+     "@1 commit ssl cert": "inconsistencies between private key and certificate loaded 'x'.\n"
+                           "Can't commit x!\n"},
+], ids=["set refused", "commit refused"])
+def test_a_certificate_haproxy_refuses_changes_nothing(running_haproxy, config, monkeypatch,
+                                                      answers):
+    from appliance_api.errors import Conflict
+    from appliance_api.system import daemons
+
+    instance, reloads = running_haproxy
+    path = os.path.abspath(instance.certificate("x.pem"))
+    with open(path, "wb") as file:
+        file.write(b"old bundle\n")
+    cli = FakeMasterCli([path], answers)
+    monkeypatch.setattr(daemons, "master_cli", cli)
+    with pytest.raises(Conflict) as refused:
+        put_swapped(instance, b"new bundle\n", config)
+    assert refused.value.reason.startswith("haproxy refused the certificate")
+    assert cli.commands[-1] == "@1 abort ssl cert " + path  # nothing left open in haproxy
+    with open(path, "rb") as file:
+        assert file.read() == b"old bundle\n"  # the old file back
+    assert reloads == [False]  # and read again (its outcome record kept)
+
+
+@pytest.mark.parametrize("loaded, size", [([], 100), (None, 100), ("same", 20000)],
+                         ids=["not held", "no CLI", "over the CLI buffer"])
+def test_otherwise_haproxy_is_reloaded(running_haproxy, config, monkeypatch, loaded, size):
+    from appliance_api.system import daemons
+
+    instance, reloads = running_haproxy
+    path = os.path.abspath(instance.certificate("x.pem"))
+    cli = FakeMasterCli([path] if loaded == "same" else loaded or [], {})
+    monkeypatch.setattr(daemons, "master_cli", (lambda *a, **k: None) if loaded is None else cli)
+    lines = put_swapped(instance, b"x" * size + b"\n", config)
+    assert lines == ["haproxy daemon for %s reloaded (pid 4242)" % instance.id]
+    assert reloads == [True]

@@ -23,7 +23,7 @@ def put_certificate(request, instance, filename):
     instance = Instance(request.config.state_dir, instance)
     with instance_lock(instance, create=True):
         lines = services.replace_file(instance, instance.certificate(filename), data,
-                                      request.config, mode=0o600)
+                                      request.config, mode=0o600, certificate=True)
     return text("OK", *lines, status=201, headers=[etag(data)])
 
 

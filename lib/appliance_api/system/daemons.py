@@ -245,6 +245,56 @@ class Haproxy(Daemon):
         raise DaemonFailed("haproxy failed to reload", text)
 
 
+    # `set ssl cert` travels in one CLI buffer (tune.bufsize, 16 KiB unless a
+    # config raises it); a bigger certificate bundle goes by reload instead.
+    RUNTIME_PAYLOAD_LIMIT = 15000
+
+    def replace_certificate(self, path, pem):
+        """Serve a new certificate without a reload, through haproxy's runtime
+        API (`set ssl cert` and `commit ssl cert` on the worker, by the master
+        CLI): no listener moves, no connection is touched. The answer's line;
+        None when this haproxy does not hold the file as a certificate of its
+        own (then a reload must read it); DaemonFailed when haproxy refuses
+        it, its memory unchanged.
+
+        The caller has checked that key and certificate match: haproxy 2.6
+        breaks live connections when it refuses a commit for a mismatch."""
+        process = self.process()
+        if process is None or path not in (self.loaded_certificates() or ()):
+            return None
+        payload = pem.decode("ascii", "replace")
+        payload += "" if payload.endswith("\n") else "\n"
+        command = "@1 set ssl cert %s <<\n%s" % (path, payload)  # the CLI adds the empty line
+        if len(command) > self.RUNTIME_PAYLOAD_LIMIT:
+            return None
+        # One transaction per haproxy, and 2.6 folds a second `set` into an
+        # open one whatever file it names: close any a dead request left.
+        master_cli(self.instance.dir, "@1 abort ssl cert %s" % path)
+        answer = master_cli(self.instance.dir, command, timeout=self.start_timeout)
+        if answer is None:
+            return None  # no CLI: a reload will do
+        if not answer.startswith(("Transaction created", "Transaction updated")):
+            master_cli(self.instance.dir, "@1 abort ssl cert %s" % path)
+            raise DaemonFailed("haproxy refused the certificate", answer.strip())
+        answer = master_cli(self.instance.dir, "@1 commit ssl cert %s" % path,
+                            timeout=self.start_timeout)
+        if answer is None or "\nSuccess!" not in answer:
+            master_cli(self.instance.dir, "@1 abort ssl cert %s" % path)
+            raise DaemonFailed("haproxy refused the certificate", (answer or "no answer").strip())
+        message = "%s daemon for %s took %s without a reload (pid %d)" % (
+            self.name, self.instance.id, os.path.basename(path), process.pid)
+        self._keep_outcome(message)
+        return message
+
+    def loaded_certificates(self):
+        """The certificate files the running worker holds (`show ssl cert`), or None."""
+        answer = master_cli(self.instance.dir, "@1 show ssl cert")
+        if answer is None:
+            return None
+        return [line.strip() for line in answer.splitlines()
+                if line.strip() and not line.startswith("#")]
+
+
 class MasterState:
     """haproxy 2.6's `show proc`: the master's reload and failed-reload counters
     ("1 [failed: 0]") and the current workers' pids."""
