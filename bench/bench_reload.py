@@ -18,6 +18,9 @@ certificate):
    config in front of haproxy; a baseline TLS load, then a TLS load while a new
    certificate (fresh key, pre-generated) is PUT --reloads times. A certificate
    PUT reloads every running daemon of the instance: stunnel and haproxy.
+3. haproxy ending TLS itself (another instance: `bind ... ssl crt`): the same TLS
+   load while a new certificate is PUT --reloads times. haproxy holds that
+   certificate, so each PUT swaps it through haproxy's runtime API, no reload.
 
 The load is paced: each thread spreads its requests evenly over the estimated
 reload window (measured from calibration uploads), so the reloads happen while
@@ -64,6 +67,25 @@ defaults
 frontend fe
     bind {MYIP}:%(port)d
     http-response set-header X-Bench-Revision %(rev)d
+    default_backend be
+backend be
+    server backend1 127.0.0.1:%(backend)d
+"""
+
+# TLS ended by haproxy itself: a certificate PUT swaps the certificate in its
+# memory through the runtime API, with no reload.
+HAPROXY_TLS_TEMPLATE = """\
+# bench/bench_reload.py: TLS ended by haproxy
+global
+    maxconn 4096
+defaults
+    mode http
+    option httpclose
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend fe
+    bind {MYIP}:%(port)d ssl crt {INSTANCE_DIR}/certificates/localhost.pem
     default_backend be
 backend be
     server backend1 127.0.0.1:%(backend)d
@@ -436,6 +458,7 @@ def main(argv=None):
                         help="requests per thread with no reload first (0: skip)")
     parser.add_argument("--timeout", type=float, default=2.0, help="per request, seconds")
     parser.add_argument("--skip-stunnel", action="store_true")
+    parser.add_argument("--skip-haproxy-tls", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the temporary site folder")
     args = parser.parse_args(argv)
     if not (1 <= args.reloads <= 1000 and 1 <= args.threads <= 64
@@ -449,8 +472,7 @@ def main(argv=None):
     started = time.monotonic()
     work = tempfile.mkdtemp(prefix="appliance-api-bench-reload-")
     site = backend = None
-    instance_path = None
-    instance_dir = None
+    instances = []  # (API path, folder) of each instance made, for the cleanup
     try:
         pki_dir = make_pki(os.path.join(work, "pki"))
         ca_cert, ca_key = load_ca(pki_dir)
@@ -464,6 +486,7 @@ def main(argv=None):
         instance_id = str(uuid.uuid4())
         instance_path = "/instances/" + instance_id
         instance_dir = os.path.join(site.instances_dir, instance_id)
+        instances.append((instance_path, instance_dir))
         haproxy_pid_file = os.path.join(instance_dir, "haproxy.pid")
         stunnel_pid_file = os.path.join(instance_dir, "stunnel.pid")
 
@@ -553,6 +576,43 @@ def main(argv=None):
                                            "NO (served %s, expected %s)"
                                            % ((final or "nothing")[:12], (expected or "?")[:12])))
         log("stunnel phase done (%.0f s)" % (time.monotonic() - started))
+
+        # -- TLS ended by haproxy (another instance) --
+        if not args.skip_haproxy_tls:
+            tls_id = str(uuid.uuid4())
+            tls_path = "/instances/" + tls_id
+            instances.append((tls_path, os.path.join(site.instances_dir, tls_id)))
+            tls_port = next(port for port in (free_port() for _ in range(10))
+                            if port not in (haproxy_port, backend_port, stunnel_port))
+            cert_path = tls_path + "/certificates/localhost.pem"
+            put_ok(site, cert_path, make_listener_cert(ca_cert, ca_key)[0], "first certificate")
+            text, _ = put_ok(site, tls_path + "/haproxy", (HAPROXY_TLS_TEMPLATE % {
+                "port": tls_port, "backend": backend_port}).encode(), "haproxy TLS config")
+            log("haproxy (TLS) up: " + " | ".join(text.splitlines()))
+            context = ssl.create_default_context(cafile=os.path.join(pki_dir, "ca.pem"))
+            tls_request = tls_requester(context)
+            certificates = [make_listener_cert(ca_cert, ca_key) for _ in range(args.reloads + 2)]
+            calibration = [put_ok(site, cert_path, certificates[i][0], "calibration")[1]
+                           for i in range(2)]
+            tls_pid_file = os.path.join(site.instances_dir, tls_id, "haproxy.pid")
+            master_before = read_pid(tls_pid_file)
+            workers_before = children(master_before)
+            phase = run_phase("haproxy (TLS)", site, tls_request, tls_port, cert_path,
+                              [pem for pem, _f in certificates[2:]], args, calibration)
+            phase["put"] = "PUT /instances/<id>/certificates/localhost.pem (haproxy TLS)"
+            phases.append(phase)
+            master_after = read_pid(tls_pid_file)
+            pids.append(("haproxy master (TLS phase)", master_before, master_after,
+                         "runtime API: workers before %s, after %s (no reload: the same)"
+                         % (_pids(workers_before), _pids(children(master_after)))))
+            uploaded = [f for _p, f in certificates[2:]]
+            last_ok = max((i for i, put in enumerate(phase["reloads"].puts) if put[2] == 201),
+                          default=None)
+            final = tls_request(tls_port, 5)[2]
+            notes.append("after the last PUT haproxy serves the last certificate the API "
+                         "accepted: %s" % ("yes" if last_ok is not None
+                                           and final == uploaded[last_ok] else "NO"))
+            log("haproxy (TLS) phase done (%.0f s)" % (time.monotonic() - started))
         report(phases, pids, notes, args, started)
         return 0
     except Exception as error:
@@ -562,24 +622,26 @@ def main(argv=None):
             print(site.error_log_tail(), file=sys.stderr)
         return 1
     finally:
-        cleanup(site, backend, instance_path, instance_dir)
+        cleanup(site, backend, instances)
         if args.keep:
             print("kept %s" % work, file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def cleanup(site, backend, instance_path, instance_dir):
-    """DELETE the instance through the API; if that fails, stop its daemons by the
-    pids in its pid files (only if they are the haproxy/stunnel on its config)."""
+def cleanup(site, backend, instances):
+    """DELETE the instances through the API; if that fails, stop their daemons by
+    the pids in their pid files (only if they are the haproxy/stunnel on its config)."""
     try:
-        if site is not None and site.process is not None and instance_path:
-            status, text, _ = call(site, "DELETE", instance_path, timeout=60)
-            log("DELETE %s: HTTP %d: %s" % (instance_path, status, " | ".join(text.splitlines())))
+        for instance_path, _folder in instances:
+            if site is not None and site.process is not None:
+                status, text, _ = call(site, "DELETE", instance_path, timeout=60)
+                log("DELETE %s: HTTP %d: %s" % (instance_path, status,
+                                                " | ".join(text.splitlines())))
     except Exception as error:
         log("DELETE failed: %s" % error)
     finally:
-        if instance_dir:
+        for _path, instance_dir in instances:
             _kill_leftovers(instance_dir)
         if site is not None:
             site.stop()
