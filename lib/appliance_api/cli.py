@@ -25,15 +25,16 @@ class Refused(Exception):
 
 def status(config, arguments):
     """/service_status's text for every instance, or one; exit 1 unless all run."""
-    from .health import service_states, service_status_block
+    from .health import live_pids, service_states, service_status_block
     from .layout import existing_instances
 
     if arguments.target == "all":
         instances = existing_instances(config.state_dir, snapshot=True)
     else:
         instances = [_instance(config, arguments.target)]
+    live = live_pids()
     # Looked at once: what is printed is what the exit status says.
-    seen = [(instance.id,) + service_states(instance) for instance in instances]
+    seen = [(instance.id,) + service_states(instance, live) for instance in instances]
     if arguments.json:
         _print_json([{"id": instance_id, "status": state, "services": {
             service: {"running": pid is not None, "pid": pid} for service, pid in states}}
@@ -200,11 +201,9 @@ def _control(config, arguments, action):
 
 def _instance(config, instance_id):
     """The layout.Instance for an id given on the command line, or Refused."""
-    from .layout import INSTANCE_ID, Instance
+    from .layout import Instance, is_instance_id
 
-    import re
-
-    if not re.fullmatch(INSTANCE_ID, instance_id):
+    if not is_instance_id(instance_id):
         raise Refused("not an instance id: %r (a lower-case UUID)" % instance_id)
     instance = Instance(config.state_dir, instance_id)
     if not instance.exists():

@@ -2,8 +2,14 @@
 
 Its path comes from APPLIANCE_API_CONFIG (lighttpd sets it for the CGI).
 Every other module asks this one; nothing else reads the file.
+
+The file is INI, read by a small reader here rather than configparser: every
+request reads it, and configparser (with the `re` it imports) cost each one
+about 2 ms. What it accepts is what configparser accepts with interpolation
+off: [section] headers, `key = value` or `key: value` (keys case-insensitive),
+whole-line comments starting with # or ;, indented continuation lines;
+duplicate sections or keys, and lines outside a section, are errors.
 """
-import configparser
 import os
 
 from .errors import ServerError
@@ -104,42 +110,50 @@ DEFAULTS = {
 
 
 class Config:
-    def __init__(self, parser, path):
+    def __init__(self, values, path):
         self.path = path
-        self._parser = parser
+        self._values = values  # {section: {key: value}}, every key of DEFAULTS
 
     def get(self, section, key):
-        return self._parser.get(section, key)
+        return self._values[section][key]
 
     def flag(self, section, key):
-        return self._parser.getboolean(section, key)
+        value = self._values[section][key].lower()
+        if value not in BOOLEANS:
+            raise ValueError("Not a boolean: %s" % value)
+        return BOOLEANS[value]
 
     def number(self, section, key):
-        return self._parser.getfloat(section, key)
+        return float(self._values[section][key])
 
     def words(self, section, key):
-        return self._parser.get(section, key).split()
+        return self._values[section][key].split()
 
     @property
     def state_dir(self):
-        return self._parser.get("paths", "state_dir")
+        return self._values["paths"]["state_dir"]
+
+
+# configparser's words for true and false.
+BOOLEANS = {"1": True, "yes": True, "true": True, "on": True,
+            "0": False, "no": False, "false": False, "off": False}
 
 
 def parse(text, path="<string>"):
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read_dict(DEFAULTS)
+    values = {section: dict(keys) for section, keys in DEFAULTS.items()}
     try:
-        parser.read_string(text, source=path)
-    except configparser.Error as error:
-        raise ServerError("Configuration file %s is invalid: %s" % (path, _one_line(error)))
-    for section in parser.sections():
+        found = read_ini(text)
+    except ValueError as error:
+        raise ServerError("Configuration file %s is invalid: %s" % (path, error))
+    for section, keys in found.items():
         if section not in DEFAULTS:
             raise ServerError("Configuration file %s: unknown section [%s]" % (path, section))
-        unknown = set(parser[section]) - set(DEFAULTS[section])
+        unknown = set(keys) - set(DEFAULTS[section])
         if unknown:
             raise ServerError("Configuration file %s: unknown key %s in [%s]"
                               % (path, ", ".join(sorted(unknown)), section))
-    config = Config(parser, path)
+        values[section].update(keys)
+    config = Config(values, path)
     try:
         for section, keys in DEFAULTS.items():
             for key, default in keys.items():
@@ -150,6 +164,36 @@ def parse(text, path="<string>"):
     except ValueError as error:
         raise ServerError("Configuration file %s is invalid: %s" % (path, error))
     return config
+
+
+def read_ini(text):
+    """{section: {key: value}}; ValueError naming the line for anything else."""
+    sections, section, key = {}, None, None
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        if line[0] in " \t" and key is not None:
+            section[key] += "\n" + stripped  # a continuation of the value above
+            continue
+        if stripped.startswith("["):
+            name = stripped[1:stripped.find("]")] if "]" in stripped else None
+            if not name:
+                raise ValueError("line %d: %r is not a section header" % (number, stripped))
+            if name in sections:
+                raise ValueError("line %d: section [%s] again" % (number, name))
+            section, key = sections.setdefault(name, {}), None
+            continue
+        if section is None:
+            raise ValueError("line %d: %r comes before any [section]" % (number, stripped))
+        cut = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
+        if cut <= 0 or not line[:cut].strip():
+            raise ValueError("line %d: %r is not `key = value`" % (number, stripped))
+        key = line[:cut].strip().lower()
+        if key in section:
+            raise ValueError("line %d: %s given twice" % (number, key))
+        section[key] = line[cut + 1:].strip()
+    return sections
 
 
 def load(environ=None):
@@ -164,5 +208,3 @@ def load(environ=None):
     return parse(text, path)
 
 
-def _one_line(error):
-    return " ".join(str(error).split())

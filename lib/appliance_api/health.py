@@ -9,24 +9,27 @@ daemon run on that instance's own rendered config.
 import os
 import time
 
-from .layout import RENDERED_NAMES, existing_instances
+from .layout import MASTER_SOCKET_NAME, RENDERED_NAMES, existing_instances, scan_instances
 
 PROCESS_NAMES = {"haproxy": (b"haproxy",), "stunnel": (b"stunnel4", b"stunnel")}
 # haproxy's master empties its pid file and re-executes itself on every
 # reload: for a few milliseconds the file or /proc/<pid>/cmdline reads empty.
 SETTLE = 0.5
+# O_NONBLOCK: a FIFO put where the pid file belongs must not hang us.
+PID_FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def running_pid(instance, service, settle=SETTLE):
-    """The pid of the instance's service if it runs, else None."""
-    config_path = os.fsencode(os.path.abspath(instance.rendered(service)))
-    names = PROCESS_NAMES[service]
-    # haproxy's master unlinks its pid file and writes it anew on a reload: a
-    # missing one beside its master socket may be that moment.
-    rewritten = instance.master_socket if service == "haproxy" else None
+def running_pid(instance, service, settle=SETTLE, live=None):
+    """The pid of the instance's service if it runs, else None. live: the
+    pids /proc listed a moment ago (live_pids()), so that a pid file naming a
+    process that is gone costs no further read."""
+    return _running(instance.dir + "/", service, live, settle)
+
+
+def _running(folder, service, live=None, settle=SETTLE):
     deadline = None
     while True:
-        verdict = _look(instance.pid_file(service), names, config_path, rewritten)
+        verdict = _look(folder, service, live)
         if verdict is not _SETTLING:
             return verdict
         if deadline is None:
@@ -39,39 +42,59 @@ def running_pid(instance, service, settle=SETTLE):
 _SETTLING = object()
 
 
-def _look(pid_file, names, config_path, rewritten_beside=None):
-    """A pid, None (not running) or _SETTLING (a reload is rewriting it: look again)."""
+def _look(folder, service, live):
+    """A pid, None (not running) or _SETTLING (a reload is rewriting it: look
+    again). Bare os calls, and nothing computed before it is needed: /status
+    asks this for every daemon of the appliance."""
     try:
-        # O_NONBLOCK: a FIFO put where the pid file belongs must not hang us.
-        fd = os.open(pid_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(folder + service + ".pid", PID_FILE_FLAGS)
     except FileNotFoundError:
-        if rewritten_beside and os.path.exists(rewritten_beside):
+        # haproxy's master unlinks its pid file and writes it anew on a
+        # reload: a missing one beside its master socket may be that moment.
+        if service == "haproxy" and os.access(folder + MASTER_SOCKET_NAME, os.F_OK):
             return _SETTLING
         return None
     except OSError:
         return None
-    with open(fd, "rb") as file:
-        info = os.fstat(fd)
-        if not (info.st_mode & 0o170000 == 0o100000) or info.st_size > 64:
-            return None  # a socket, a FIFO, a device, a big file: no pid file of ours
-        words = file.read().split()
-    if not words:
-        return _SETTLING if time.time() - info.st_mtime < 2 else None
+    try:
+        words = os.read(fd, 64).split()
+        if not words:
+            info = os.fstat(fd)
+            if info.st_mode & 0o170000 != 0o100000:
+                return None  # a FIFO, a device: no pid file of ours
+            return _SETTLING if time.time() - info.st_mtime < 2 else None
+    except OSError:
+        return None  # a directory
+    finally:
+        os.close(fd)
     try:
         pid = int(words[0])
-        with open("/proc/%d/stat" % pid, "rb") as stat:
-            head, _, tail = stat.read().rpartition(b")")
-        with open("/proc/%d/cmdline" % pid, "rb") as cmdline:
-            arguments = cmdline.read().split(b"\0")
+        if live is not None and pid not in live:
+            return None
+        stat = _read("/proc/%d/stat" % pid)
     except (OSError, ValueError):
         return None
+    head, _, tail = stat.rpartition(b")")
     if pid <= 0 or tail.split()[:1] in ([b"Z"], [b"X"]):
         return None
-    if head.partition(b"(")[2] not in names:
+    if head.partition(b"(")[2] not in PROCESS_NAMES[service]:
+        return None
+    try:
+        arguments = _read("/proc/%d/cmdline" % pid).split(b"\0")
+    except OSError:
         return None
     if arguments == [b""]:
         return _SETTLING  # between haproxy's execve and its new command line
+    config_path = os.fsencode(os.path.abspath(folder + RENDERED_NAMES[service]))
     return pid if config_path in arguments else None
+
+
+def _read(path):
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
 
 
 def daemon_running(instance, service):
@@ -86,21 +109,42 @@ def changing(instance):
     return held(instance.lock_path)
 
 
-def service_states(instance):
+def live_pids():
+    """The pids of every process now (one listing of /proc)."""
+    return {int(name) for name in os.listdir("/proc") if name.isdigit()}
+
+
+def service_states(instance, live=None):
     """[(service, pid or None)] for each configured service, and the instance's
     state as /service_status words it: OK, DEGRADED or DOWN."""
-    states = [(service, running_pid(instance, service))
+    folder = instance.dir + "/"
+    states = [(service, _running(folder, service, live))
               for service in instance.configured_services()]
+    return states, _state_word(states)
+
+
+def daemon_table(state_dir):
+    """[(instance id, [(service, pid or None)], state word)] of every
+    instance, sorted: the one pass /service_status and /status make."""
+    found = scan_instances(state_dir)
+    live = live_pids() if found else None
+    table = []
+    for name, folder, configured in found:
+        states = [(service, _running(folder, service, live)) for service in configured]
+        table.append((name, states, _state_word(states)))
+    return table
+
+
+def _state_word(states):
     running = sum(pid is not None for _service, pid in states)
-    state = "OK" if running == len(states) else "DOWN" if running == 0 else "DEGRADED"
-    return states, state
+    return "OK" if running == len(states) else "DOWN" if running == 0 else "DEGRADED"
 
 
 def service_status_lines(state_dir):
     """/service_status in the original's layout."""
     lines = []
-    for instance in existing_instances(state_dir, snapshot=True):
-        lines += service_status_block(instance.id, *service_states(instance))
+    for name, states, state in daemon_table(state_dir):
+        lines += service_status_block(name, states, state)
     return lines
 
 

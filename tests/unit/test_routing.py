@@ -143,3 +143,39 @@ def test_every_route_handler_exists():
         module, function = handler.split(":")
         assert callable(getattr(importlib.import_module("appliance_api.handlers." + module),
                                 function)), handler
+
+
+GOOD_INI = [
+    "[paths]\nstate_dir = /var/lib/x\n",
+    "# comment\n; another\n[API]\n\n[api]\nManagement_Address: 10.0.0.1\n",
+    "[status]\nfencing_command = /bin/check --opt=a:b\nrole_file=\n",
+    "[limits]\n  concurrent_changes = 8\n",
+    "[status]\nnetwork_interfaces = eth0\n    eth1\n",
+]
+BAD_INI = ["key = value\n", "[paths\n", "[]\n", "[paths]\nstate_dir\n", "[paths]\n= x\n",
+           "[paths]\n[paths]\n", "[paths]\nstate_dir = a\nSTATE_DIR = b\n"]
+
+
+@pytest.mark.parametrize("text", GOOD_INI)
+def test_the_ini_reader_reads_what_configparser_reads(text):
+    """The API's own reader (no configparser at each request's start) against
+    the standard library's, interpolation off, on what an operator writes."""
+    import configparser
+
+    from appliance_api.config import read_ini
+
+    reference = configparser.ConfigParser(interpolation=None)
+    reference.read_string(text)
+    assert read_ini(text) == {name: dict(reference[name]) for name in reference.sections()}
+
+
+@pytest.mark.parametrize("text", BAD_INI)
+def test_the_ini_reader_refuses_what_configparser_refuses(text):
+    import configparser
+
+    from appliance_api.config import read_ini
+
+    with pytest.raises(configparser.Error):
+        configparser.ConfigParser(interpolation=None).read_string(text)
+    with pytest.raises(ValueError, match="line "):
+        read_ini(text)

@@ -2,7 +2,6 @@
 from ..app import text
 from ..errors import NotFound
 from ..layout import Instance, instance_ids
-from ..system.locks import instance_lock
 
 
 def list_instances(request):
@@ -18,6 +17,7 @@ def check_instance(request, instance):
 
 def delete_instance(request, instance):
     from .. import services  # daemons and psutil: only a DELETE pays for them
+    from ..system.locks import instance_lock
 
     instance = Instance(request.config.state_dir, instance)
     with instance_lock(instance, create=False):

@@ -1,17 +1,16 @@
 """/status (figures for an autoscaling controller) and /service_status (for people)."""
 from .. import appliance
 from ..app import Response, text
-from ..layout import existing_instances
-from ..health import running_pid, service_status_lines
+from ..health import daemon_table, service_status_lines
 
 
 def get_status(request):
     config = request.config
-    instances = existing_instances(config.state_dir, snapshot=True)
+    table = daemon_table(config.state_dir)
     counts = {service: 0 for service in ("haproxy", "stunnel")}
-    for instance in instances:
-        for service in instance.configured_services():
-            if running_pid(instance, service) is not None:
+    for _instance, states, _state in table:
+        for service, pid in states:
+            if pid is not None:
                 counts[service] += 1
     import json
 
@@ -34,7 +33,7 @@ def get_status(request):
         "system_cpu": figures["system_cpu"],
         "software_irq": figures["software_irq"],
         "load": statistics.load(),
-        "instance_count": len(instances),
+        "instance_count": len(table),
         "topology": stored["topology"],
         "role": appliance.role(config, stored, active),
         "topology_status": topology.status(config.state_dir, stored),
