@@ -42,14 +42,14 @@ MANAGED_NAMES = frozenset([LOCK_NAME, MASTER_SOCKET_NAME] + list(TEMPLATE_NAMES.
                           + ["%s.%s" % (service, kind) for service in SERVICES
                              for kind in ("pid", "log", "outcome")])
 
-_HEX = frozenset("0123456789abcdef")
+_UUID_CHARACTERS = frozenset("0123456789abcdef-")
 
 
 def is_instance_id(name):
     """Whether name matches INSTANCE_ID: a canonical lower-case UUID. Without
     `re`, which a read of many instance folders need not import."""
     return (len(name) == 36 and name[8] == name[13] == name[18] == name[23] == "-"
-            and _HEX.issuperset(name[:8] + name[9:13] + name[14:18] + name[19:23] + name[24:]))
+            and name.count("-") == 4 and _UUID_CHARACTERS.issuperset(name))
 
 
 

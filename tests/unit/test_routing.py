@@ -179,3 +179,18 @@ def test_the_ini_reader_refuses_what_configparser_refuses(text):
         configparser.ConfigParser(interpolation=None).read_string(text)
     with pytest.raises(ValueError, match="line "):
         read_ini(text)
+
+
+@pytest.mark.parametrize("name", [
+    "7e9f91eb-b3e6-4e3b-a1a7-d6f7fdc1de7c", "7E9F91EB-B3E6-4E3B-A1A7-D6F7FDC1DE7C",
+    "7e9f91eb-b3e6-4e3b-a1a7-d6f7fdc1de7", "7e9f91eb-b3e6-4e3b-a1a7-d6f7fdc1de7cc",
+    "7e9f91ebb-3e6-4e3b-a1a7-d6f7fdc1de7c", "7e9f91eb-b3e6-4e3b-a1a7-d6f7fdc1de-c",
+    "7e9f91eb-b3e6-4e3b-a1a7-d6f7fdc1de7g", "7e9f91eb-b3e6-4e3b-a1a7 d6f7fdc1de7c", "",
+    "7e9f91eb\u2010b3e6-4e3b-a1a7-d6f7fdc1de7c",
+])
+def test_is_instance_id_is_the_routes_pattern(name):
+    import re
+
+    from appliance_api.layout import INSTANCE_ID, is_instance_id
+
+    assert is_instance_id(name) == bool(re.fullmatch(INSTANCE_ID, name))
