@@ -8,6 +8,7 @@
         haproxy.outcome             the last start or reload: when, and what it said
         master.sock                 haproxy's master CLI: reload verdicts
         stunnel.conf  stunnel.rendered.conf  stunnel.pid  stunnel.log  stunnel.outcome
+        stunnel.listeners           the listeners the API bound and handed to stunnel
         custom503.http              a full HTTP response for haproxy's errorfile
         certificates/<name>.pem     key + certificate + chain, mode 0600
     <state_dir>/status-sample.json  the last /status sample, for rates
@@ -36,8 +37,11 @@ CUSTOM503_NAME = "custom503.http"
 CERTIFICATES_NAME = "certificates"
 LOCK_NAME = "lock"
 MASTER_SOCKET_NAME = "master.sock"
+# The listeners handed to the running stunnel, "service address:port" a line.
+STUNNEL_LISTENERS_NAME = "stunnel.listeners"
 # The API's own files in an instance folder: a config may not name them.
-MANAGED_NAMES = frozenset([LOCK_NAME, MASTER_SOCKET_NAME] + list(TEMPLATE_NAMES.values())
+MANAGED_NAMES = frozenset([LOCK_NAME, MASTER_SOCKET_NAME, STUNNEL_LISTENERS_NAME]
+                          + list(TEMPLATE_NAMES.values())
                           + list(RENDERED_NAMES.values())
                           + ["%s.%s" % (service, kind) for service in SERVICES
                              for kind in ("pid", "log", "outcome")])

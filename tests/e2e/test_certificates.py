@@ -9,7 +9,7 @@ import ssl
 import pytest
 
 from .conftest import pki_tool
-from .helpers import eventually, free_port, haproxy_template, live_children
+from .helpers import eventually, free_port, haproxy_template, live_children, pid_gone
 
 
 def listener_certificate(ca, common_name="localhost"):
@@ -186,3 +186,81 @@ def test_haproxy_refusing_a_certificate_changes_nothing(api, haproxy_tls_instanc
     assert haproxy_processes(api, instance_id) == before
     with open(stored, "rb") as file:
         assert file.read() == old
+
+
+# --- stunnel: listeners the API binds and hands over, kept across reloads -------------
+
+def listening_inode(port):
+    """The inode of the socket listening on 127.0.0.1:port (/proc/net/tcp)."""
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == "0100007F:%04X" % port and fields[3] == "0A":
+                return int(fields[9])
+    return None
+
+
+def socket_inodes(pid):
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def test_stunnel_keeps_its_listener_open_through_certificate_changes(api, tls_instance):
+    """stunnel gets its listening socket from the API (socket activation), so
+    a SIGHUP never closes it: not one connection is refused while
+    certificates change under a stream of new connections."""
+    import threading
+
+    ca, url, port, _stored = tls_instance
+    instance = url.split("/")[2]
+    pid = api.service_pid(instance, "stunnel")
+    inode = listening_inode(port)
+    assert inode in socket_inodes(pid)
+    failures, done = [], threading.Event()
+
+    def connect_again_and_again():
+        while not done.is_set():
+            try:
+                presented_certificate(port)
+            except OSError as error:
+                failures.append(error)
+
+    clients = [threading.Thread(target=connect_again_and_again) for _ in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        for _round in range(5):
+            certificate, der = listener_certificate(ca)
+            reply = api.put(url, certificate)
+            assert reply.status == 201, reply
+            assert reply.lines[1] == "stunnel daemon for %s reloaded (pid %d)" % (instance, pid)
+            assert presented_certificate(port) == der  # reloaded before the answer
+    finally:
+        done.set()
+        for client in clients:
+            client.join()
+    assert failures == []
+    assert listening_inode(port) == inode and inode in socket_inodes(pid)
+
+
+def test_stunnel_moved_to_another_port_is_restarted_on_it(api, backend, tls_instance):
+    _ca, url, port, _stored = tls_instance
+    instance = url.split("/")[2]
+    pid = api.service_pid(instance, "stunnel")
+    template = api.get("/instances/%s/stunnel" % instance).body
+    new_port = free_port()
+    reply = api.put("/instances/%s/stunnel" % instance,
+                    template.replace(":%d\n" % port, ":%d\n" % new_port))
+    assert reply.status == 201, reply
+    new_pid = api.service_pid(instance, "stunnel")
+    assert reply.lines[-1] == "stunnel daemon for %s restarted (pid %d)" % (instance, new_pid)
+    assert eventually(lambda: pid_gone(pid))
+    assert listening_inode(port) is None
+    assert listening_inode(new_port) in socket_inodes(new_pid)

@@ -350,3 +350,22 @@ def test_otherwise_haproxy_is_reloaded(running_haproxy, config, monkeypatch, loa
     lines = put_swapped(instance, b"x" * size + b"\n", config)
     assert lines == ["haproxy daemon for %s reloaded (pid 4242)" % instance.id]
     assert reloads == [True]
+
+
+@pytest.mark.parametrize("template, listeners", [
+    ("[tls]\naccept = 8443\nconnect = 80\n", [("tls", "0.0.0.0:8443")]),
+    ("[a]\naccept = 10.0.0.9:443\n[b]\naccept = [2001:db8::5]:443\n; accept = 1\n",
+     [("a", "10.0.0.9:443"), ("b", "2001:db8::5:443")]),
+    ("[v6]\naccept = :::443\n", [("v6", ":::443")]),
+    # Two accepts in one service: stunnel binds them itself (no hand-over).
+    ("[a]\naccept = 443\naccept = 444\n", None),
+])
+def test_the_listeners_stunnel_is_handed(config, instance_id, template, listeners):
+    from appliance_api.system.daemons import Stunnel
+
+    instance = Instance(config.state_dir, instance_id)
+    os.makedirs(instance.dir)
+    stunnel = Stunnel(instance, config)
+    with open(instance.rendered("stunnel"), "w") as file:
+        file.write(stunnel.render(template))
+    assert stunnel._listeners() == listeners

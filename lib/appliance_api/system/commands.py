@@ -15,17 +15,26 @@ class Result:
         return self.returncode == 0
 
 
-def run(argv, timeout=30, stdin=None, cwd=None):
+def run(argv, timeout=30, stdin=None, cwd=None, sockets=()):
     """Run argv to completion; stdout and stderr together, as text.
+
+    sockets: listening sockets handed over the way systemd's socket
+    activation does (descriptors 3, 4, ... with LISTEN_FDS and LISTEN_PID),
+    for a daemon that then never binds or rebinds them itself.
 
     A program that is missing or cannot be executed is the appliance's
     problem, not the client's: ServerError (500) naming the program.
     """
+    handover = {}
+    if sockets:
+        handover = {"preexec_fn": _listen_fds([sock.fileno() for sock in sockets]),
+                    "pass_fds": tuple(range(3, 3 + len(sockets)))}
     try:
         completed = subprocess.run(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
-            close_fds=True, cwd=cwd, **({"input": stdin.encode()} if stdin is not None
-                               else {"stdin": subprocess.DEVNULL}))
+            close_fds=True, cwd=cwd, **handover, **({"input": stdin.encode()}
+                                                  if stdin is not None
+                                                  else {"stdin": subprocess.DEVNULL}))
     except FileNotFoundError:
         raise ServerError("Program not found: %s" % argv[0])
     except PermissionError:
@@ -67,3 +76,18 @@ def spawn(argv, log_path, cwd=None, appender="/usr/bin/tee"):
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def _listen_fds(fds):
+    """What the child runs before exec: the sockets onto 3, 4, ..., and the
+    two variables that say so (LISTEN_PID: this very process, which execs)."""
+    def hand_over():
+        import fcntl
+
+        # Out of the way first: a socket may already sit on a target number.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 256) for fd in fds]
+        for number, fd in enumerate(high, 3):
+            os.dup2(fd, number)  # inheritable
+        os.environ["LISTEN_FDS"] = str(len(fds))
+        os.environ["LISTEN_PID"] = str(os.getpid())
+    return hand_over

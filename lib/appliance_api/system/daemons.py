@@ -14,7 +14,7 @@ import time
 
 from . import commands, files, processes
 from ..errors import ServerError
-from ..layout import MASTER_SOCKET_NAME
+from ..layout import MASTER_SOCKET_NAME, STUNNEL_LISTENERS_NAME as LISTENERS_NAME
 
 
 class DaemonFailed(Exception):
@@ -358,8 +358,7 @@ class Stunnel(Daemon):
     SUCCESS = "Configuration successful"
     NOTICE = 5
     FAILURES = ("Failed to reload the configuration file", "Configuration failed")
-    # After a reload stunnel rebinds its listeners; a failure shows within this
-    # time as "Binding service [name] failed" (connections' own lines never say that).
+    # Only for a stunnel that binds its own listeners (see start).
     REBIND_SETTLE = 0.3
     REBIND_FAILED = re.compile(r"Binding service \[[^\]]*\] failed")
 
@@ -382,29 +381,132 @@ class Stunnel(Daemon):
         return text + ("\n" if text and not text.endswith("\n") else "") + managed
 
     def start(self):
+        """The API binds stunnel's listeners and hands them over (systemd's
+        socket activation, which stunnel 5.68 is built with): stunnel then
+        never closes them, and a reload (SIGHUP) keeps every listener open
+        while it takes a new certificate. A config whose listeners cannot be
+        handed over (a service with several accepts) binds them itself."""
         _remove(self.pid_file)
-        # stunnel forks once its listeners are bound: its exit code is the verdict.
-        result = commands.run([self.binary, self.rendered_path], timeout=self.start_timeout,
-                              cwd=self.instance.dir)
+        listeners = self._listeners()
+        sockets = self._bind(listeners) if listeners is not None else []
+        try:
+            # stunnel forks once its listeners are ready: its exit code is the verdict.
+            result = commands.run([self.binary, self.rendered_path], timeout=self.start_timeout,
+                                  cwd=self.instance.dir, sockets=sockets)
+        finally:
+            for sock in sockets:
+                sock.close()  # stunnel holds them now (or failed)
         if not result.ok:
             raise DaemonFailed("stunnel failed to start", _stunnel_errors(result.output))
         process = self._wait_for_pid_file()
         if process is None:
             raise DaemonFailed("stunnel exited right after starting",
                                _stunnel_errors(self._log_since(0)[-4000:]))
+        self._record_listeners(listeners)
         return self._message("started", process.pid)
 
     def reload(self, process):
+        """SIGHUP when stunnel holds handed-over listeners and the config keeps
+        them: no listener closes. Otherwise (listeners changed, or a stunnel
+        that bound its own) a restart on new listeners; those not held yet are
+        bound first, so a taken port refuses the change with stunnel untouched."""
+        listeners = self._listeners()
+        held = self._held_listeners()
+        if listeners != held:
+            return self._restart(process, listeners, held or [])
         offset = self._log_size()
         processes.send_signal(process, signal.SIGHUP)
         marker, text = self._wait_for_log(offset, (self.SUCCESS,) + self.FAILURES,
                                           lambda: processes.is_alive(process))
-        if marker == self.SUCCESS:
+        if marker == self.SUCCESS and listeners is None:
+            # It rebinds its own listeners after saying so: a failure shows
+            # within this time (connections' own lines never say "Binding").
             time.sleep(self.REBIND_SETTLE)
             text = self._log_since(offset)
-            if not self.REBIND_FAILED.search(text):
-                return self._message("reloaded", process.pid)
+            if self.REBIND_FAILED.search(text):
+                marker = None
+        if marker == self.SUCCESS:
+            return self._message("reloaded", process.pid)
         raise DaemonFailed("stunnel failed to reload", _stunnel_errors(text))
+
+    def _restart(self, process, listeners, held):
+        if listeners is not None:
+            for sock in self._bind([l for l in listeners if l not in held]):
+                sock.close()  # only a check: nothing else may hold a new one
+        processes.stop(process, self.soft_stop_signal, self.stop_timeout)
+        return self.start().replace(" started ", " restarted ")
+
+    def _listeners(self):
+        """[(service, "address:port")] of the rendered config, in order, or
+        None when they cannot be handed over (a service with two accepts)."""
+        import ipaddress
+
+        found, section = [], ""
+        with open(self.rendered_path, encoding="utf-8", errors="replace") as file:
+            lines = file.read().splitlines()
+        for line in lines:
+            stripped = line.strip()
+            if stripped.startswith("["):
+                section = stripped[1:].split("]")[0]
+            elif "=" in stripped and not stripped.startswith((";", "#")):
+                key, value = (part.strip() for part in stripped.split("=", 1))
+                if key.lower() != "accept":
+                    continue
+                host, _, port = value.rpartition(":")
+                host = host.strip("[]")
+                try:
+                    address = ipaddress.ip_address(host if host not in ("", "*") else "0.0.0.0")
+                except ValueError:
+                    return None
+                if not port.isdigit() or any(name == section for name, _ in found):
+                    return None
+                found.append((section, "%s:%d" % (address, int(port))))
+        return found
+
+    def _bind(self, listeners):
+        """Listening sockets for listeners; DaemonFailed naming the service
+        (stunnel's own words) for one that cannot be bound."""
+        import socket
+
+        sockets = []
+        try:
+            for service, endpoint in listeners:
+                address, _, port = endpoint.rpartition(":")
+                family = socket.AF_INET6 if ":" in address else socket.AF_INET
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sockets.append(sock)
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind((address, int(port)))
+                    sock.listen(socket.SOMAXCONN)
+                except OSError as error:
+                    raise DaemonFailed("stunnel failed to start", "Binding service [%s] failed: "
+                                       "%s (%s)" % (service, error.strerror, endpoint))
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        return sockets
+
+    def _record_listeners(self, listeners):
+        """What the running stunnel holds, for the next reload to compare."""
+        path = self.instance.dir + "/" + LISTENERS_NAME
+        if listeners is None:
+            _remove(path)
+        else:
+            files.write_atomic(path, "".join("%s %s\n" % pair for pair in listeners).encode(),
+                               durable=False)
+
+    def _held_listeners(self):
+        text = files.read(self.instance.dir + "/" + LISTENERS_NAME)
+        if text is None:
+            return None
+        return [tuple(line.split(" ", 1)) for line in text.decode().splitlines()]
+
+    def stop(self):
+        stopped = super().stop()
+        _remove(self.instance.dir + "/" + LISTENERS_NAME)
+        return stopped
 
     def _wait_for_pid_file(self):
         deadline = time.monotonic() + self.start_timeout
