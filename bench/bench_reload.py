@@ -21,6 +21,8 @@ certificate):
 3. haproxy ending TLS itself (another instance: `bind ... ssl crt`): the same TLS
    load while a new certificate is PUT --reloads times. haproxy holds that
    certificate, so each PUT swaps it through haproxy's runtime API, no reload.
+   Then the same by master-worker reload (the site's [daemons]
+   swap_certificates = no), for comparison.
 
 The load is paced: each thread spreads its requests evenly over the estimated
 reload window (measured from calibration uploads), so the reloads happen while
@@ -547,7 +549,7 @@ def main(argv=None):
             master_after = read_pid(haproxy_pid_file)
             time.sleep(1.0)
             pids.append(("stunnel (certificate phase)", stunnel_before, stunnel_after,
-                         "SIGHUP: same process, listeners closed and reopened"))
+                         "SIGHUP: same process; the listeners the API handed it stay open"))
             pids.append(("haproxy master (certificate phase)", master_before, master_after,
                          "a certificate PUT reloads haproxy too; workers now %s"
                          % _pids(children(master_after))))
@@ -605,13 +607,22 @@ def main(argv=None):
             pids.append(("haproxy master (TLS phase)", master_before, master_after,
                          "runtime API: workers before %s, after %s (no reload: the same)"
                          % (_pids(workers_before), _pids(children(master_after)))))
-            uploaded = [f for _p, f in certificates[2:]]
-            last_ok = max((i for i, put in enumerate(phase["reloads"].puts) if put[2] == 201),
-                          default=None)
-            final = tls_request(tls_port, 5)[2]
-            notes.append("after the last PUT haproxy serves the last certificate the API "
-                         "accepted: %s" % ("yes" if last_ok is not None
-                                           and final == uploaded[last_ok] else "NO"))
+            notes.append(serves_the_last("haproxy", phase, certificates[2:],
+                                         tls_request(tls_port, 5)[2]))
+            # The same by master-worker reload: [daemons] swap_certificates = no.
+            with open(site.api_config, "a") as file:
+                file.write("[daemons]\nswap_certificates = no\n")
+            more = [make_listener_cert(ca_cert, ca_key) for _ in range(args.reloads + 2)]
+            calibration = [put_ok(site, cert_path, more[i][0], "calibration")[1]
+                           for i in range(2)]
+            reload_phase = run_phase("haproxy (TLS, reload)", site, tls_request, tls_port,
+                                     cert_path, [pem for pem, _f in more[2:]], args,
+                                     calibration)
+            reload_phase["put"] = ("PUT /instances/<id>/certificates/localhost.pem "
+                                   "(haproxy TLS, reload)")
+            phases.append(reload_phase)
+            notes.append(serves_the_last("haproxy, by reload,", reload_phase, more[2:],
+                                         tls_request(tls_port, 5)[2]))
             log("haproxy (TLS) phase done (%.0f s)" % (time.monotonic() - started))
         report(phases, pids, notes, args, started)
         return 0
@@ -627,6 +638,15 @@ def main(argv=None):
             print("kept %s" % work, file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def serves_the_last(daemon, phase, certificates, served):
+    """A note: whether the certificate served now is the last one accepted."""
+    uploaded = [fingerprint for _pem, fingerprint in certificates]
+    last_ok = max((i for i, put in enumerate(phase["reloads"].puts) if put[2] == 201),
+                  default=None)
+    return "after the last PUT %s serves the last certificate the API accepted: %s" % (
+        daemon, "yes" if last_ok is not None and served == uploaded[last_ok] else "NO")
 
 
 def cleanup(site, backend, instances):

@@ -63,6 +63,7 @@ class Site:
         if extra_conf:
             with open(self.conf, "a") as file:
                 file.write("\n# Added by bench/\n" + extra_conf)
+        self.api_config = os.path.join(folder, "appliance-api.ini")
         self.state_dir = os.path.join(folder, "state")
         self.instances_dir = os.path.join(self.state_dir, "instances")
         self.context = client_context(pki_dir)

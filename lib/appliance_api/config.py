@@ -46,6 +46,10 @@ DEFAULTS = {
         "start_timeout": "10",
         # Seconds a soft stop may take before the daemon is killed.
         "stop_timeout": "5",
+        # A certificate PUT swaps a certificate haproxy holds in its memory
+        # (runtime API) rather than reloading it. Both drop no connection;
+        # "no" is for comparison, or if an haproxy's runtime API misbehaves.
+        "swap_certificates": "yes",
     },
     "network": {
         # Put service IPs on the VIP interface and keep accounting rules for them.

@@ -22,8 +22,9 @@ def put_certificate(request, instance, filename):
     check_certificate_file(data, filename)
     instance = Instance(request.config.state_dir, instance)
     with instance_lock(instance, create=True):
-        lines = services.replace_file(instance, instance.certificate(filename), data,
-                                      request.config, mode=0o600, certificate=True)
+        lines = services.replace_file(
+            instance, instance.certificate(filename), data, request.config, mode=0o600,
+            certificate=request.config.flag("daemons", "swap_certificates"))
     return text("OK", *lines, status=201, headers=[etag(data)])
 
 
