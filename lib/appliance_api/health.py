@@ -16,6 +16,10 @@ PROCESS_NAMES = {"haproxy": (b"haproxy",), "stunnel": (b"stunnel4", b"stunnel")}
 # reload: for a few milliseconds the file or /proc/<pid>/cmdline reads empty.
 SETTLE = 0.5
 # O_NONBLOCK: a FIFO put where the pid file belongs must not hang us.
+# /service_status's layout (the original's): the id padded to column 52, then
+# the state; under it each service, indented 2, padded to 17, then its state.
+INSTANCE_LINE = "%-52s%s"
+SERVICE_LINE = "  %-17s%s"
 PID_FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -130,7 +134,11 @@ def daemon_table(state_dir):
     live = live_pids() if found else None
     table = []
     for name, folder, configured in found:
-        states = [(service, _running(folder, service, live)) for service in configured]
+        states = []
+        for service in configured:
+            pid = _look(folder, service, live)
+            states.append((service, pid if pid is not _SETTLING
+                           else _running(folder, service, live)))
         table.append((name, states, _state_word(states)))
     return table
 
@@ -144,14 +152,16 @@ def service_status_lines(state_dir):
     """/service_status in the original's layout."""
     lines = []
     for name, states, state in daemon_table(state_dir):
-        lines += service_status_block(name, states, state)
+        lines.append(INSTANCE_LINE % (name, state))
+        for service, pid in states:
+            lines.append(SERVICE_LINE % (service, "running (pid %d)" % pid if pid else "stopped"))
     return lines
 
 
 def service_status_block(instance_id, states, state):
     """One instance's lines of /service_status (also what `octctl status` prints)."""
-    return ["%-52s%s" % (instance_id, state)] + [
-        "  %-17s%s" % (service, "running (pid %d)" % pid if pid else "stopped")
+    return [INSTANCE_LINE % (instance_id, state)] + [
+        SERVICE_LINE % (service, "running (pid %d)" % pid if pid else "stopped")
         for service, pid in states]
 
 

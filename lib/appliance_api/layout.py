@@ -164,11 +164,15 @@ def scan_instances(state_dir):
         return []
     found = []
     access, exists = os.access, os.F_OK
+    templates = [(service, TEMPLATE_NAMES[service]) for service in SERVICES]
     for name in names:
         if not is_instance_id(name):
             continue
         folder = base + "/" + name + "/"
-        configured = [s for s in SERVICES if access(folder + TEMPLATE_NAMES[s], exists)]
+        configured = []
+        for service, template in templates:
+            if access(folder + template, exists):
+                configured.append(service)
         if configured or access(folder + CUSTOM503_NAME, exists) \
                 or Instance(state_dir, name).certificate_names():
             found.append((name, folder, configured))

@@ -1,6 +1,6 @@
 """/status (figures for an autoscaling controller) and /service_status (for people)."""
 from .. import appliance
-from ..app import Response, text
+from ..app import Response
 from ..health import daemon_table, service_status_lines
 
 
@@ -46,4 +46,5 @@ def get_status(request):
 
 
 def get_service_status(request):
-    return text(*service_status_lines(request.config.state_dir))
+    lines = service_status_lines(request.config.state_dir)
+    return Response("\n".join(lines) + "\n" if lines else "")
