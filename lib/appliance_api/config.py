@@ -172,12 +172,13 @@ def parse(text, path="<string>"):
 
 def read_ini(text):
     """{section: {key: value}}; ValueError naming the line for anything else."""
-    sections, section, key = {}, None, None
+    sections, section, key, key_indent = {}, None, None, 0
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped[0] in "#;":
             continue
-        if line[0] in " \t" and key is not None:
+        indent = len(line) - len(line.lstrip())
+        if key is not None and indent > key_indent:
             section[key] += "\n" + stripped  # a continuation of the value above
             continue
         if stripped.startswith("["):
@@ -193,7 +194,7 @@ def read_ini(text):
         cut = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
         if cut <= 0 or not line[:cut].strip():
             raise ValueError("line %d: %r is not `key = value`" % (number, stripped))
-        key = line[:cut].strip().lower()
+        key, key_indent = line[:cut].strip().lower(), indent
         if key in section:
             raise ValueError("line %d: %s given twice" % (number, key))
         section[key] = line[cut + 1:].strip()

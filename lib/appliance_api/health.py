@@ -67,14 +67,15 @@ def _look(folder, service, live):
             if info.st_mode & 0o170000 != 0o100000:
                 return None  # a FIFO, a device: no pid file of ours
             return _SETTLING if time.time() - info.st_mtime < 2 else None
-    except OSError:
-        return None  # a directory
+        pid = int(words[0])
+        if live is not None and pid not in live and \
+                os.fstat(fd).st_mtime < live.listed_at - 1:
+            return None  # gone before the listing, and its pid file is older
+    except (OSError, ValueError):
+        return None  # a directory, garbage
     finally:
         os.close(fd)
     try:
-        pid = int(words[0])
-        if live is not None and pid not in live:
-            return None
         stat = _read("/proc/%d/stat" % pid)
     except (OSError, ValueError):
         return None
@@ -113,9 +114,15 @@ def changing(instance):
     return held(instance.lock_path)
 
 
+class LivePids(set):
+    """The pids of every process (one listing of /proc) and when it was
+    taken: a pid file written since names a daemon the listing may miss."""
+
+
 def live_pids():
-    """The pids of every process now (one listing of /proc)."""
-    return {int(name) for name in os.listdir("/proc") if name.isdigit()}
+    live = LivePids(int(name) for name in os.listdir("/proc") if name.isdigit())
+    live.listed_at = time.time()
+    return live
 
 
 def service_states(instance, live=None):

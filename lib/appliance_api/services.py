@@ -121,11 +121,24 @@ def replace_file(instance, path, data, config, mode=0o644, services=SERVICES,
     failure, put the old file back and reload again. The answer's lines after OK."""
     old = files.read(path)
     if old == data:
+        if certificate:
+            return _catch_up(instance, path, data, config)
         return []  # unchanged content: the daemons already run it
     os.makedirs(os.path.dirname(path), exist_ok=True)
     files.write_atomic(path, data, mode)
     return _reload_or_restore(instance, path, old, config, mode, services,
                               data if certificate else None)
+
+
+def _catch_up(instance, path, data, config):
+    """The same certificate again. A PUT killed between its write and
+    haproxy's swap left haproxy on the old one: swap it now (a retry is
+    how a controller mends a broken request)."""
+    daemon = daemon_for("haproxy", instance, config)
+    if daemon.process() is None or daemon.serves_certificate(os.path.abspath(path), data) \
+            in (True, None):
+        return []
+    return [daemon.replace_certificate(os.path.abspath(path), data) or daemon.apply()]
 
 
 def remove_file(instance, path, config, services=SERVICES):
@@ -136,7 +149,7 @@ def remove_file(instance, path, config, services=SERVICES):
 
 def _reload_or_restore(instance, path, old, config, mode, services, certificate=None):
     running = [d for d in (daemon_for(s, instance, config) for s in services) if d.process()]
-    lines = []
+    lines, done = [], []
     try:
         for daemon in running:
             swapped = None
@@ -144,10 +157,14 @@ def _reload_or_restore(instance, path, old, config, mode, services, certificate=
                     and hasattr(daemon, "replace_certificate"):
                 swapped = daemon.replace_certificate(os.path.abspath(path), certificate)
             lines.append(swapped or daemon.apply())
+            done.append(daemon)
     except BaseException as error:
         files.restore(path, old, mode)
         for daemon in running:
             _bring_back(daemon, True)
+            if daemon in done:
+                daemon.record_outcome("rolled back: %s refused the same change" % (
+                    running[len(done)].name if len(done) < len(running) else "a later step"))
         if isinstance(error, DaemonFailed):
             raise Conflict("%s; the previous file is back in place" % error, error.output)
         raise

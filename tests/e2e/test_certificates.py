@@ -264,3 +264,55 @@ def test_stunnel_moved_to_another_port_is_restarted_on_it(api, backend, tls_inst
     assert eventually(lambda: pid_gone(pid))
     assert listening_inode(port) is None
     assert listening_inode(new_port) in socket_inodes(new_pid)
+
+
+def test_a_stunnel_that_binds_its_own_listeners_is_still_reloaded(api, tls_instance):
+    """A stunnel started by an older API (no record of handed-over sockets)
+    takes a certificate by SIGHUP as before: no restart, no refusal."""
+    ca, url, port, _stored = tls_instance
+    instance = url.split("/")[2]
+    pid = api.service_pid(instance, "stunnel")
+    os.unlink(os.path.join(api.instances_dir, instance, "stunnel.listeners"))
+    certificate, der = listener_certificate(ca)
+    reply = api.put(url, certificate)
+    assert reply.status == 201, reply
+    assert reply.lines[1] == "stunnel daemon for %s reloaded (pid %d)" % (instance, pid)
+    assert eventually(lambda: presented_certificate(port) == der, 5)
+
+
+def test_renamed_services_keep_their_listeners(api, tls_instance):
+    """Service names (one with a space) and their order of addresses are
+    what the hand-over follows: a rename alone is a plain reload."""
+    ca, url, port, _stored = tls_instance
+    instance = url.split("/")[2]
+    pid = api.service_pid(instance, "stunnel")
+    inode = listening_inode(port)
+    template = api.get("/instances/%s/stunnel" % instance).body
+    reply = api.put("/instances/%s/stunnel" % instance, template.replace("[tls]", "[my tls]"))
+    assert reply.status == 201, reply
+    assert reply.lines[-1] == "stunnel daemon for %s reloaded (pid %d)" % (instance, pid)
+    certificate, der = listener_certificate(ca)
+    reply = api.put(url, certificate)
+    assert reply.status == 201, reply
+    assert reply.lines[1] == "stunnel daemon for %s reloaded (pid %d)" % (instance, pid)
+    assert presented_certificate(port) == der
+    assert listening_inode(port) == inode
+
+
+def test_the_same_certificate_again_catches_haproxy_up(api, haproxy_tls_instance):
+    """A PUT killed after writing the file but before haproxy's swap leaves
+    haproxy on the old certificate; the controller's retry (same bytes) swaps it."""
+    ca, url, port, instance_id = haproxy_tls_instance
+    served = presented_certificate(port)
+    certificate, der = listener_certificate(ca)
+    stored = os.path.join(api.instances_dir, instance_id, "certificates", "localhost.pem")
+    with open(stored, "wb") as file:  # what the killed request did
+        file.write(certificate)
+    assert presented_certificate(port) == served
+    reply = api.put(url, certificate)
+    assert reply.status == 201, reply
+    assert reply.lines[1].endswith("took localhost.pem without a reload (pid %d)"
+                                   % api.service_pid(instance_id, "haproxy"))
+    assert presented_certificate(port) == der
+    reply = api.put(url, certificate)  # and now truly the same: nothing to do
+    assert reply.lines == ["OK"]

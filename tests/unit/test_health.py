@@ -72,3 +72,19 @@ def test_a_pid_file_being_rewritten_by_a_reload_is_waited_for(state_dir, fake_da
     started = time.monotonic()
     assert running_pid(instance, "haproxy") is None  # never written back
     assert 0.45 < time.monotonic() - started < 1.5
+
+
+def test_a_daemon_started_after_proc_was_listed_is_seen(state_dir, fake_daemons):
+    """A bulk read lists /proc once; a daemon whose pid file is written after
+    that (a start during a 1,000-instance /status) is looked up all the same."""
+    from appliance_api.health import live_pids, running_pid
+
+    instance = make_instance(state_dir, A, "haproxy.cfg")
+    live = live_pids()
+    haproxy = fake_daemons("haproxy", instance.rendered("haproxy"), instance.pid_file("haproxy"))
+    assert haproxy.pid not in live
+    assert running_pid(instance, "haproxy", live=live) == haproxy.pid
+    # An old pid file naming a process that was gone before the listing: no reads.
+    old = time.time() - 60
+    os.utime(instance.pid_file("haproxy"), (old, old))
+    assert running_pid(instance, "haproxy", live=live) is None

@@ -151,6 +151,9 @@ GOOD_INI = [
     "[status]\nfencing_command = /bin/check --opt=a:b\nrole_file=\n",
     "[limits]\n  concurrent_changes = 8\n",
     "[status]\nnetwork_interfaces = eth0\n    eth1\n",
+    # Indented keys are keys, not a continuation of the key above.
+    "[api]\n    management_address = 10.0.0.5\n    allowed_client_names = controller-1\n",
+    "[api]\n  management_address = 10.0.0.5\n      allowed_client_names = controller-1\n",
 ]
 BAD_INI = ["key = value\n", "[paths\n", "[]\n", "[paths]\nstate_dir\n", "[paths]\n= x\n",
            "[paths]\n[paths]\n", "[paths]\nstate_dir = a\nSTATE_DIR = b\n"]

@@ -253,13 +253,17 @@ def test_a_certificate_named_with_the_longest_allowed_filename_is_stored(app, st
 class FakeMasterCli:
     """haproxy's master CLI as the runtime certificate swap talks to it."""
 
-    def __init__(self, loaded, answers):
+    def __init__(self, loaded, answers, transaction=None):
         self.loaded, self.answers, self.commands = loaded, dict(answers), []
+        self.transaction = transaction
 
     def __call__(self, instance_dir, command, timeout=1.0):
         self.commands.append(command.split(" <<")[0])
         if command == "@1 show ssl cert":
-            return "# filename\n" + "".join(path + "\n" for path in self.loaded)
+            opened = "# transaction\n*%s\n" % self.transaction if self.transaction else ""
+            return opened + "# filename\n" + "".join(path + "\n" for path in self.loaded)
+        if command in ("@1 show ssl ca-file", "@1 show ssl crl-file"):
+            return "# transaction\n# filename\n"
         for prefix, answer in self.answers.items():
             if command.startswith(prefix):
                 return answer
@@ -307,17 +311,47 @@ def test_a_certificate_haproxy_holds_is_swapped_without_a_reload(running_haproxy
     lines = put_swapped(instance, b"new bundle\n", config)
     assert lines == ["haproxy daemon for %s took x.pem without a reload (pid 4242)" % instance.id]
     assert reloads == []
-    # An open transaction a dead request left is aborted first.
-    assert cli.commands == ["@1 show ssl cert", "@1 abort ssl cert " + path,
+    assert cli.commands == ["@1 show ssl cert", "@1 show ssl ca-file", "@1 show ssl crl-file",
                             "@1 set ssl cert " + path, "@1 commit ssl cert " + path]
 
 
+def test_a_transaction_a_killed_request_left_open_is_aborted_first(running_haproxy, config,
+                                                                   monkeypatch):
+    from appliance_api.system import daemons
+
+    instance, reloads = running_haproxy
+    path = os.path.abspath(instance.certificate("x.pem"))
+    cli = FakeMasterCli([path], {"@1 set ssl cert": "Transaction created\n",
+                                 "@1 commit ssl cert": "Committing.\nSuccess!\n"},
+                        transaction="/elsewhere/y.pem")
+    monkeypatch.setattr(daemons, "master_cli", cli)
+    put_swapped(instance, b"new bundle\n", config)
+    assert cli.commands[3:] == ["@1 abort ssl cert /elsewhere/y.pem", "@1 set ssl cert " + path,
+                                "@1 commit ssl cert " + path]
+
+
+def test_a_refused_set_changes_nothing_live_and_a_reload_decides(running_haproxy, config,
+                                                                 monkeypatch):
+    """haproxy's parser may disagree with ours, or the payload may pass a
+    smaller tune.bufsize: nothing live changed, so a reload reads the file."""
+    from appliance_api.system import daemons
+
+    instance, reloads = running_haproxy
+    path = os.path.abspath(instance.certificate("x.pem"))
+    cli = FakeMasterCli([path], {"@1 set ssl cert": "unable to load certificate from file "
+                                 "'x'.\nCan't load the payload\n"})
+    monkeypatch.setattr(daemons, "master_cli", cli)
+    lines = put_swapped(instance, b"new bundle\n", config)
+    assert lines == ["haproxy daemon for %s reloaded (pid 4242)" % instance.id]
+    assert cli.commands[-1] == "@1 abort ssl cert " + path
+    assert reloads == [True]
+
+
 @pytest.mark.parametrize("answers", [
-    {"@1 set ssl cert": "unable to load certificate from file 'x'.\nCan't load the payload\n"},
     {"@1 set ssl cert": "Transaction created for certificate x!\n",
      "@1 commit ssl cert": "inconsistencies between private key and certificate loaded 'x'.\n"
                            "Can't commit x!\n"},
-], ids=["set refused", "commit refused"])
+], ids=["commit refused"])
 def test_a_certificate_haproxy_refuses_changes_nothing(running_haproxy, config, monkeypatch,
                                                       answers):
     from appliance_api.errors import Conflict
@@ -357,8 +391,11 @@ def test_otherwise_haproxy_is_reloaded(running_haproxy, config, monkeypatch, loa
     ("[a]\naccept = 10.0.0.9:443\n[b]\naccept = [2001:db8::5]:443\n; accept = 1\n",
      [("a", "10.0.0.9:443"), ("b", "2001:db8::5:443")]),
     ("[v6]\naccept = :::443\n", [("v6", ":::443")]),
-    # Two accepts in one service: stunnel binds them itself (no hand-over).
+    # Two accepts in one service, or one before any service: stunnel binds
+    # them itself (no hand-over).
     ("[a]\naccept = 443\naccept = 444\n", None),
+    ("accept = 99\n[a]\naccept = 100\n", None),
+    ("[my tls]\naccept = 127.0.0.1:443\n", [("my tls", "127.0.0.1:443")]),
 ])
 def test_the_listeners_stunnel_is_handed(config, instance_id, template, listeners):
     from appliance_api.system.daemons import Stunnel

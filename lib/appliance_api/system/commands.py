@@ -25,9 +25,16 @@ def run(argv, timeout=30, stdin=None, cwd=None, sockets=()):
     A program that is missing or cannot be executed is the appliance's
     problem, not the client's: ServerError (500) naming the program.
     """
-    handover = {}
+    handover, moved = {}, []
     if sockets:
-        handover = {"preexec_fn": _listen_fds([sock.fileno() for sock in sockets]),
+        import fcntl
+
+        fds = [sock.fileno() for sock in sockets]
+        # A socket on 0-2 (a caller with closed stdio) would be replaced by
+        # the child's stdio before the hand-over: a copy above 2 goes instead.
+        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in fds if fd < 3]
+        copies = iter(moved)
+        handover = {"preexec_fn": _listen_fds([fd if fd >= 3 else next(copies) for fd in fds]),
                     "pass_fds": tuple(range(3, 3 + len(sockets)))}
     try:
         completed = subprocess.run(
@@ -41,6 +48,9 @@ def run(argv, timeout=30, stdin=None, cwd=None, sockets=()):
         raise ServerError("Program not executable: %s" % argv[0])
     except subprocess.TimeoutExpired:
         raise ServerError("Program timed out after %ds: %s" % (timeout, " ".join(argv)))
+    finally:
+        for fd in moved:
+            os.close(fd)
     return Result(completed.returncode, completed.stdout.decode("utf-8", "replace"))
 
 

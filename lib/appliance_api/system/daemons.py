@@ -62,13 +62,13 @@ class Daemon:
             message = self.start() if process is None else self.reload(process)
         except DaemonFailed as failure:
             if keep_outcome:
-                self._keep_outcome("failed: %s" % failure)
+                self.record_outcome("failed: %s" % failure)
             raise
         if keep_outcome:
-            self._keep_outcome(message)
+            self.record_outcome(message)
         return message
 
-    def _keep_outcome(self, message):
+    def record_outcome(self, message):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         try:
             files.write_atomic(self.instance.outcome(self.name),
@@ -260,39 +260,75 @@ class Haproxy(Daemon):
         The caller has checked that key and certificate match: haproxy 2.6
         breaks live connections when it refuses a commit for a mismatch."""
         process = self.process()
-        if process is None or path not in (self.loaded_certificates() or ()):
-            return None
-        payload = pem.decode("ascii", "replace")
-        payload += "" if payload.endswith("\n") else "\n"
+        loaded = self.loaded_certificates()
+        if process is None or loaded is None or path not in loaded["certificates"] \
+                or path in loaded["ca_files"]:
+            return None  # a reload reads it (a CA file swapped as a certificate would not)
+        # Between blocks only blank lines can stand, and one ends the payload.
+        payload = "".join(line + "\n" for line in pem.decode("ascii", "replace").splitlines()
+                          if line.strip())
         command = "@1 set ssl cert %s <<\n%s" % (path, payload)  # the CLI adds the empty line
         if len(command) > self.RUNTIME_PAYLOAD_LIMIT:
             return None
-        # One transaction per haproxy, and 2.6 folds a second `set` into an
-        # open one whatever file it names: close any a dead request left.
-        master_cli(self.instance.dir, "@1 abort ssl cert %s" % path)
+        # One transaction per haproxy: close the one a killed request left.
+        for open_path in loaded["transactions"]:
+            master_cli(self.instance.dir, "@1 abort ssl cert %s" % open_path)
         answer = master_cli(self.instance.dir, command, timeout=self.start_timeout)
-        if answer is None:
-            return None  # no CLI: a reload will do
-        if not answer.startswith(("Transaction created", "Transaction updated")):
+        if answer is None or not answer.startswith(("Transaction created",
+                                                    "Transaction updated")):
+            # Nothing live has changed: a reload decides (a payload past a
+            # smaller tune.bufsize, haproxy's parser disagreeing with ours).
             master_cli(self.instance.dir, "@1 abort ssl cert %s" % path)
-            raise DaemonFailed("haproxy refused the certificate", answer.strip())
+            return None
         answer = master_cli(self.instance.dir, "@1 commit ssl cert %s" % path,
                             timeout=self.start_timeout)
         if answer is None or "\nSuccess!" not in answer:
             master_cli(self.instance.dir, "@1 abort ssl cert %s" % path)
-            raise DaemonFailed("haproxy refused the certificate", (answer or "no answer").strip())
+            failure = "haproxy refused the certificate"
+            self.record_outcome("failed: %s" % failure)
+            raise DaemonFailed(failure, (answer or "no answer").strip())
         message = "%s daemon for %s took %s without a reload (pid %d)" % (
             self.name, self.instance.id, os.path.basename(path), process.pid)
-        self._keep_outcome(message)
+        self.record_outcome(message)
         return message
 
-    def loaded_certificates(self):
-        """The certificate files the running worker holds (`show ssl cert`), or None."""
-        answer = master_cli(self.instance.dir, "@1 show ssl cert")
-        if answer is None:
+    def serves_certificate(self, path, pem):
+        """Whether the running worker holds pem's certificate under path (by
+        its SHA-1 fingerprint, as `show ssl cert <path>` gives it); None when
+        the CLI cannot say."""
+        import base64
+        import hashlib
+
+        answer = master_cli(self.instance.dir, "@1 show ssl cert %s" % path)
+        found = [line.split(":", 1)[1].strip() for line in (answer or "").splitlines()
+                 if line.startswith("SHA1 FingerPrint:")]
+        begin, end = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
+        if not found or begin not in pem:
             return None
-        return [line.strip() for line in answer.splitlines()
-                if line.strip() and not line.startswith("#")]
+        body = pem[pem.index(begin) + len(begin):pem.index(end, pem.index(begin))]
+        leaf = hashlib.sha1(base64.b64decode(b"".join(body.split()))).hexdigest()
+        return found[0].upper() == leaf.upper()
+
+    def loaded_certificates(self):
+        """What the running worker holds, or None when its CLI does not answer:
+        {"certificates": [path], "transactions": [path of an open one],
+        "ca_files": [CA and CRL files]}."""
+        found = {"certificates": [], "transactions": [], "ca_files": []}
+        for command, key in (("show ssl cert", "certificates"), ("show ssl ca-file", "ca_files"),
+                             ("show ssl crl-file", "ca_files")):
+            answer = master_cli(self.instance.dir, "@1 " + command)
+            if answer is None:
+                return None
+            section = None
+            for line in answer.splitlines():
+                line = line.strip()
+                if line.startswith("#"):
+                    section = line.strip("# ")
+                elif line and key == "certificates" and section == "transaction":
+                    found["transactions"].append(line.lstrip("*"))
+                elif line and line.startswith("/"):
+                    found[key].append(line.split(" - ")[0])
+        return found
 
 
 class MasterState:
@@ -402,23 +438,27 @@ class Stunnel(Daemon):
         if process is None:
             raise DaemonFailed("stunnel exited right after starting",
                                _stunnel_errors(self._log_since(0)[-4000:]))
-        self._record_listeners(listeners)
+        self._record_listeners(listeners, process.pid)
         return self._message("started", process.pid)
 
     def reload(self, process):
-        """SIGHUP when stunnel holds handed-over listeners and the config keeps
-        them: no listener closes. Otherwise (listeners changed, or a stunnel
-        that bound its own) a restart on new listeners; those not held yet are
-        bound first, so a taken port refuses the change with stunnel untouched."""
+        """SIGHUP. A stunnel holding listeners the API handed it, whose config
+        keeps the same addresses in the same order, closes none. One whose
+        handed-over listeners change is restarted on new ones: those it does
+        not hold are bound first, so a taken port refuses the change with
+        stunnel untouched. A stunnel that binds its own (started by an older
+        API, or a service with two accepts) is reloaded as before: it rebinds
+        them, and a failure shows in its log."""
         listeners = self._listeners()
-        held = self._held_listeners()
-        if listeners != held:
-            return self._restart(process, listeners, held or [])
+        held = self._held_listeners(process.pid)
+        endpoints = [endpoint for _service, endpoint in listeners or ()]
+        if held is not None and (listeners is None or endpoints != held):
+            return self._restart(process, listeners, held)
         offset = self._log_size()
         processes.send_signal(process, signal.SIGHUP)
         marker, text = self._wait_for_log(offset, (self.SUCCESS,) + self.FAILURES,
                                           lambda: processes.is_alive(process))
-        if marker == self.SUCCESS and listeners is None:
+        if marker == self.SUCCESS and held is None:
             # It rebinds its own listeners after saying so: a failure shows
             # within this time (connections' own lines never say "Binding").
             time.sleep(self.REBIND_SETTLE)
@@ -431,17 +471,20 @@ class Stunnel(Daemon):
 
     def _restart(self, process, listeners, held):
         if listeners is not None:
-            for sock in self._bind([l for l in listeners if l not in held]):
-                sock.close()  # only a check: nothing else may hold a new one
+            # Only a check: nothing else may hold a port the old stunnel does
+            # not (its own are free once it stops).
+            for sock in self._bind([l for l in listeners if l[1] not in held]):
+                sock.close()
         processes.stop(process, self.soft_stop_signal, self.stop_timeout)
         return self.start().replace(" started ", " restarted ")
 
     def _listeners(self):
         """[(service, "address:port")] of the rendered config, in order, or
-        None when they cannot be handed over (a service with two accepts)."""
+        None when they cannot be handed over (a service with two accepts, an
+        accept before the first service)."""
         import ipaddress
 
-        found, section = [], ""
+        found, section = [], None
         with open(self.rendered_path, encoding="utf-8", errors="replace") as file:
             lines = file.read().splitlines()
         for line in lines:
@@ -452,6 +495,8 @@ class Stunnel(Daemon):
                 key, value = (part.strip() for part in stripped.split("=", 1))
                 if key.lower() != "accept":
                     continue
+                if section is None:
+                    return None
                 host, _, port = value.rpartition(":")
                 host = host.strip("[]")
                 try:
@@ -488,20 +533,24 @@ class Stunnel(Daemon):
             raise
         return sockets
 
-    def _record_listeners(self, listeners):
-        """What the running stunnel holds, for the next reload to compare."""
+    def _record_listeners(self, listeners, pid):
+        """What the running stunnel holds, for the next reload to compare:
+        its pid, then an address:port a line, in the order handed over."""
         path = self.instance.dir + "/" + LISTENERS_NAME
         if listeners is None:
             _remove(path)
         else:
-            files.write_atomic(path, "".join("%s %s\n" % pair for pair in listeners).encode(),
-                               durable=False)
+            lines = ["pid %d" % pid] + [endpoint for _service, endpoint in listeners]
+            files.write_atomic(path, ("\n".join(lines) + "\n").encode(), durable=False)
 
-    def _held_listeners(self):
+    def _held_listeners(self, pid):
+        """The addresses stunnel pid was handed, in order; None when it binds
+        its own (no record, or a record of another stunnel's)."""
         text = files.read(self.instance.dir + "/" + LISTENERS_NAME)
-        if text is None:
+        lines = text.decode("ascii", "replace").splitlines() if text else []
+        if not lines or lines[0] != "pid %d" % pid:
             return None
-        return [tuple(line.split(" ", 1)) for line in text.decode().splitlines()]
+        return lines[1:]
 
     def stop(self):
         stopped = super().stop()
