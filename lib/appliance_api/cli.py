@@ -25,16 +25,15 @@ class Refused(Exception):
 
 def status(config, arguments):
     """/service_status's text for every instance, or one; exit 1 unless all run."""
-    from .health import live_pids, service_states, service_status_block
+    from .health import service_states, service_status_block
     from .layout import existing_instances
 
     if arguments.target == "all":
         instances = existing_instances(config.state_dir, snapshot=True)
     else:
         instances = [_instance(config, arguments.target)]
-    live = live_pids()
     # Looked at once: what is printed is what the exit status says.
-    seen = [(instance.id,) + service_states(instance, live) for instance in instances]
+    seen = [(instance.id,) + service_states(instance) for instance in instances]
     if arguments.json:
         _print_json([{"id": instance_id, "status": state, "services": {
             service: {"running": pid is not None, "pid": pid} for service, pid in states}}

@@ -23,17 +23,17 @@ SERVICE_LINE = "  %-17s%s"
 PID_FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def running_pid(instance, service, settle=SETTLE, live=None):
-    """The pid of the instance's service if it runs, else None. live: the
-    pids /proc listed a moment ago (live_pids()), so that a pid file naming a
-    process that is gone costs no further read."""
-    return _running(instance.dir + "/", service, live, settle)
+def running_pid(instance, service, settle=SETTLE):
+    """The pid of the instance's service if it runs, else None."""
+    return _running(instance.dir + "/", service, settle)
 
 
-def _running(folder, service, live=None, settle=SETTLE):
+def _running(folder, service, settle=SETTLE):
     deadline = None
     while True:
-        verdict = _look(folder, service, live)
+        verdict = _pid_file(folder, service)
+        if isinstance(verdict, int):
+            verdict = _process(folder, service, verdict)
         if verdict is not _SETTLING:
             return verdict
         if deadline is None:
@@ -46,10 +46,10 @@ def _running(folder, service, live=None, settle=SETTLE):
 _SETTLING = object()
 
 
-def _look(folder, service, live):
-    """A pid, None (not running) or _SETTLING (a reload is rewriting it: look
-    again). Bare os calls, and nothing computed before it is needed: /status
-    asks this for every daemon of the appliance."""
+def _pid_file(folder, service):
+    """The pid in the service's pid file, None (no daemon), or _SETTLING (a
+    reload is rewriting it: look again). Bare os calls: /status asks this
+    for every daemon of the appliance."""
     try:
         fd = os.open(folder + service + ".pid", PID_FILE_FLAGS)
     except FileNotFoundError:
@@ -68,19 +68,22 @@ def _look(folder, service, live):
                 return None  # a FIFO, a device: no pid file of ours
             return _SETTLING if time.time() - info.st_mtime < 2 else None
         pid = int(words[0])
-        if live is not None and pid not in live and \
-                os.fstat(fd).st_mtime < live.listed_at - 1:
-            return None  # gone before the listing, and its pid file is older
+        return pid if pid > 0 else None
     except (OSError, ValueError):
         return None  # a directory, garbage
     finally:
         os.close(fd)
+
+
+def _process(folder, service, pid):
+    """pid if it is the service's daemon on this instance's rendered config
+    (not a zombie, the daemon's name), else None; _SETTLING mid-execve."""
     try:
         stat = _read("/proc/%d/stat" % pid)
-    except (OSError, ValueError):
+    except OSError:
         return None
     head, _, tail = stat.rpartition(b")")
-    if pid <= 0 or tail.split()[:1] in ([b"Z"], [b"X"]):
+    if tail.split()[:1] in ([b"Z"], [b"X"]):
         return None
     if head.partition(b"(")[2] not in PROCESS_NAMES[service]:
         return None
@@ -114,38 +117,42 @@ def changing(instance):
     return held(instance.lock_path)
 
 
-class LivePids(set):
-    """The pids of every process (one listing of /proc) and when it was
-    taken: a pid file written since names a daemon the listing may miss."""
-
-
 def live_pids():
-    live = LivePids(int(name) for name in os.listdir("/proc") if name.isdigit())
-    live.listed_at = time.time()
-    return live
+    """The pids of every process now (one listing of /proc)."""
+    return {int(name) for name in os.listdir("/proc") if name.isdigit()}
 
 
-def service_states(instance, live=None):
+def service_states(instance):
     """[(service, pid or None)] for each configured service, and the instance's
     state as /service_status words it: OK, DEGRADED or DOWN."""
     folder = instance.dir + "/"
-    states = [(service, _running(folder, service, live))
+    states = [(service, _running(folder, service))
               for service in instance.configured_services()]
     return states, _state_word(states)
 
 
 def daemon_table(state_dir):
     """[(instance id, [(service, pid or None)], state word)] of every
-    instance, sorted: the one pass /service_status and /status make."""
+    instance, sorted: the one pass /service_status and /status make.
+
+    Every pid file is read first, then /proc is listed once: a pid it does
+    not list is gone (and costs no further read). Listed after the pid files
+    were read, it cannot miss a daemon they name."""
     found = scan_instances(state_dir)
-    live = live_pids() if found else None
+    pids = [[(service, _pid_file(folder, service)) for service in configured]
+            for _name, folder, configured in found]
+    live = live_pids() if found else set()
     table = []
-    for name, folder, configured in found:
+    for (name, folder, _configured), services in zip(found, pids):
         states = []
-        for service in configured:
-            pid = _look(folder, service, live)
-            states.append((service, pid if pid is not _SETTLING
-                           else _running(folder, service, live)))
+        for service, pid in services:
+            if pid is _SETTLING:
+                pid = _running(folder, service)
+            elif pid is not None:
+                pid = _process(folder, service, pid) if pid in live else None
+                if pid is _SETTLING:
+                    pid = _running(folder, service)
+            states.append((service, pid))
         table.append((name, states, _state_word(states)))
     return table
 

@@ -74,17 +74,24 @@ def test_a_pid_file_being_rewritten_by_a_reload_is_waited_for(state_dir, fake_da
     assert 0.45 < time.monotonic() - started < 1.5
 
 
-def test_a_daemon_started_after_proc_was_listed_is_seen(state_dir, fake_daemons):
-    """A bulk read lists /proc once; a daemon whose pid file is written after
-    that (a start during a 1,000-instance /status) is looked up all the same."""
-    from appliance_api.health import live_pids, running_pid
+def test_the_bulk_read_lists_proc_after_reading_every_pid_file(state_dir, fake_daemons,
+                                                               monkeypatch):
+    """/status and /service_status list /proc once; listed after the pid files
+    are read, the listing cannot miss a daemon they name (one started
+    mid-request included)."""
+    from appliance_api import health
 
-    instance = make_instance(state_dir, A, "haproxy.cfg")
-    live = live_pids()
-    haproxy = fake_daemons("haproxy", instance.rendered("haproxy"), instance.pid_file("haproxy"))
-    assert haproxy.pid not in live
-    assert running_pid(instance, "haproxy", live=live) == haproxy.pid
-    # An old pid file naming a process that was gone before the listing: no reads.
-    old = time.time() - 60
-    os.utime(instance.pid_file("haproxy"), (old, old))
-    assert running_pid(instance, "haproxy", live=live) is None
+    running = make_instance(state_dir, A, "haproxy.cfg", "stunnel.conf")
+    haproxy = fake_daemons("haproxy", running.rendered("haproxy"), running.pid_file("haproxy"))
+    gone = make_instance(state_dir, "635bbdc6-65cd-41fc-b879-22c02aaf8952", "haproxy.cfg")
+    with open(gone.pid_file("haproxy"), "w") as file:
+        file.write("4194999\n")  # above any pid_max: surely no process
+    read, listed_after = [], []
+    pid_file = health._pid_file
+    monkeypatch.setattr(health, "_pid_file", lambda *a: read.append(a) or pid_file(*a))
+    live_pids = health.live_pids
+    monkeypatch.setattr(health, "live_pids", lambda: listed_after.append(len(read)) or live_pids())
+    assert health.daemon_table(state_dir) == [
+        (A, [("haproxy", haproxy.pid), ("stunnel", None)], "DEGRADED"),
+        (gone.id, [("haproxy", None)], "DOWN")]
+    assert listed_after == [3]  # all three pid files read before /proc was listed

@@ -11,7 +11,7 @@ import json
 
 from ..app import Response
 from ..errors import NotFound
-from ..health import live_pids, service_states
+from ..health import service_states
 from ..layout import Instance, existing_instances
 from ..system import files
 
@@ -21,8 +21,7 @@ SECTIONS = ("global", "defaults", "frontend", "listen", "backend", "peers", "res
 
 def list_listeners(request):
     instances = existing_instances(request.config.state_dir, snapshot=True)
-    live = live_pids() if instances else None
-    listeners = [describe(instance, live) for instance in instances]
+    listeners = [describe(instance) for instance in instances]
     return Response(json.dumps(listeners), content_type="application/json")
 
 
@@ -33,8 +32,8 @@ def get_listener(request, instance):
     return Response(json.dumps(describe(instance)), content_type="application/json")
 
 
-def describe(instance, live=None):
-    states, state = service_states(instance, live)
+def describe(instance):
+    states, state = service_states(instance)
     listener = {"id": instance.id, "status": state, "type": listener_type(instance)}
     for service, pid in states:
         listener[service] = "running" if pid else "stopped"
