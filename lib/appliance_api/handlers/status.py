@@ -1,5 +1,4 @@
 """/status (figures for an autoscaling controller) and /service_status (for people)."""
-from .. import appliance
 from ..app import Response
 from ..health import daemon_table, service_status_lines
 
@@ -17,7 +16,7 @@ def get_status(request):
     from ..system import statistics
 
     figures = statistics.sample_rates(config)
-    from .. import topology
+    from .. import appliance, topology
 
     stored = topology.load(config.state_dir)
     active = appliance.active_node(config, stored)
