@@ -75,23 +75,11 @@ backend be
 """
 
 # TLS ended by haproxy itself: a certificate PUT swaps the certificate in its
-# memory through the runtime API, with no reload.
-HAPROXY_TLS_TEMPLATE = """\
-# bench/bench_reload.py: TLS ended by haproxy
-global
-    maxconn 4096
-defaults
-    mode http
-    option httpclose
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-frontend fe
-    bind {MYIP}:%(port)d ssl crt {INSTANCE_DIR}/certificates/localhost.pem
-    default_backend be
-backend be
-    server backend1 127.0.0.1:%(backend)d
-"""
+# memory through the runtime API, with no reload. The same config, one fixed
+# revision, its bind ending TLS.
+HAPROXY_TLS_TEMPLATE = HAPROXY_TEMPLATE.replace("%(rev)d", "0").replace(
+    "bind {MYIP}:%(port)d\n",
+    "bind {MYIP}:%(port)d ssl crt {INSTANCE_DIR}/certificates/localhost.pem\n")
 
 STUNNEL_TEMPLATE = """\
 [tls]
