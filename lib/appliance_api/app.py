@@ -9,7 +9,7 @@ import sys
 from . import config as config_module
 from .errors import (ClusterTransition, HTTPError, InvalidRequest, RequestEntityTooLarge,
                      ServerError)
-from .routes import ROUTES, compile_pattern
+from .routes import ROUTES, match
 
 TEXT = "text/plain; charset=utf-8"
 STATUS_LINES = {200: "200 OK", 201: "201 Created", 403: "403 Forbidden",
@@ -19,14 +19,6 @@ STATUS_LINES = {200: "200 OK", 201: "201 Created", 403: "403 Forbidden",
 # Methods that only read: uncapped. Every other method changes the appliance
 # and first takes one of the appliance-wide change slots (system/slots.py).
 READ_METHODS = ("GET", "HEAD")
-
-# Compiled when first tried: a request runs in a process of its own, and
-# compiling the rows it never reaches would cost it about 0.1 ms each. A
-# pattern with no placeholder and no special character matches only itself:
-# it is compared as a string, and such a request never imports `re` (5 ms).
-_compiled_patterns = {}
-_LITERAL = frozenset("abcdefghijklmnopqrstuvwxyz_/")
-
 
 class Response:
     def __init__(self, body="", status=200, content_type=TEXT, headers=()):
@@ -79,23 +71,10 @@ def find_route(method, path):
     if method == "HEAD":
         method = "GET"
     for route_method, pattern, handler in ROUTES:
-        if route_method != method:
-            continue
-        if _LITERAL.issuperset(pattern):
-            if path == pattern:
-                return handler, {}
-            continue
-        prefix = pattern.partition("{")[0]
-        if _LITERAL.issuperset(prefix) and not path.startswith(prefix):
-            continue  # it cannot match: no need to compile it
-        regex = _compiled_patterns.get(pattern)
-        if regex is None:
-            import re
-
-            regex = _compiled_patterns[pattern] = re.compile(compile_pattern(pattern))
-        match = regex.match(path)
-        if match:
-            return handler, match.groupdict()
+        if route_method == method:
+            params = match(pattern, path)
+            if params is not None:
+                return handler, params
     raise InvalidRequest()
 
 

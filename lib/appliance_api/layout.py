@@ -47,6 +47,7 @@ MANAGED_NAMES = frozenset([LOCK_NAME, MASTER_SOCKET_NAME, STUNNEL_LISTENERS_NAME
                              for kind in ("pid", "log", "outcome")])
 
 _UUID_CHARACTERS = frozenset("0123456789abcdef-")
+_CERTIFICATE_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
 def is_instance_id(name):
@@ -54,6 +55,12 @@ def is_instance_id(name):
     `re`, which a read of many instance folders need not import."""
     return (len(name) == 36 and name[8] == name[13] == name[18] == name[23] == "-"
             and name.count("-") == 4 and _UUID_CHARACTERS.issuperset(name))
+
+
+def is_certificate_name(name):
+    """Whether name matches CERTIFICATE_NAME, without `re`."""
+    return (5 <= len(name) <= 255 and name.endswith(".pem") and not name.startswith(".")
+            and _CERTIFICATE_CHARACTERS.issuperset(name))
 
 
 

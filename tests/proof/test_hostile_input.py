@@ -36,6 +36,7 @@ from hypothesis import given, note, settings, strategies as st
 
 from appliance_api.app import make_application
 from appliance_api.layout import CERTIFICATE_NAME, INSTANCE_ID, Instance
+from appliance_api.routes import ROUTES, compile_pattern, match
 from appliance_api.system.daemons import daemon_for
 
 from . import figures
@@ -548,6 +549,16 @@ def test_paths_around_the_real_routes(path_world):
         check_path_request(path_world, method, path, body, content_length)
 
     run()
+
+
+@settings(max_examples=figures.scaled(3000, 15000))
+@given(path=st.one_of(STRUCTURED_PATHS, RANDOM_PATHS))
+def test_the_router_matches_as_the_routes_regular_expressions(path):
+    """The router matches rows without `re` (routes.match): on every path,
+    every row's answer is the one its regular expression gives."""
+    for _method, pattern, _handler in ROUTES:
+        found = re.match(compile_pattern(pattern), path)
+        assert match(pattern, path) == (found.groupdict() if found else None), pattern
 
 
 def test_hostile_paths_never_reach_outside_files(path_world):

@@ -197,3 +197,65 @@ def test_is_instance_id_is_the_routes_pattern(name):
     from appliance_api.layout import INSTANCE_ID, is_instance_id
 
     assert is_instance_id(name) == bool(re.fullmatch(INSTANCE_ID, name))
+
+
+SAMPLE_VALUES = {"{instance}": ID, "{filename}": "www.example.com.pem", "{service}": "stunnel"}
+
+
+def near_misses(path):
+    """path, and every path one character away from it: dropped, replaced, or added."""
+    yield path
+    for position in range(len(path) + 1):
+        yield path[:position] + path[position + 1:]
+        for char in "a/.-_Z0g\n%\xe9":
+            yield path[:position] + char + path[position + 1:]
+            yield path[:position] + char + path[position:]
+
+
+@pytest.mark.parametrize("pattern", sorted({pattern for _m, pattern, _h in __import__(
+    "appliance_api.routes", fromlist=["ROUTES"]).ROUTES}))
+def test_plain_matching_answers_as_the_rows_regular_expression(pattern):
+    """The router's matcher without `re` agrees with each row's regex on every
+    path one character away from one that matches, and on the other rows' paths."""
+    import re
+
+    from appliance_api.routes import ROUTES, compile_pattern, match
+
+    regex = re.compile(compile_pattern(pattern))
+    paths = set()
+    for _method, other, _handler in ROUTES:
+        for placeholder, value in SAMPLE_VALUES.items():
+            other = other.replace(placeholder, value)
+        paths.update(near_misses(other))
+    paths.update(["", "/", "//", "/instances/" + ID + "/certificates/" + "a" * 251 + ".pem",
+                  "/instances/" + ID + "/certificates/" + "a" * 252 + ".pem",
+                  "/instances/" + ID + "/certificates/.pem", "/instances/" + ID + "/certificates/a.pem",
+                  "/instances/" + ID + "/certificates/-.pem", "/instances/" + ID + "/certificates/a.PEM"])
+    matched = 0
+    for path in paths:
+        found = regex.match(path)
+        assert match(pattern, path) == (found.groupdict() if found else None), path
+        matched += found is not None
+    assert matched > 0  # the sample values do reach the row
+
+
+def test_a_pattern_with_other_regular_expressions_is_matched_by_re():
+    from appliance_api.routes import match
+
+    assert match("/instances/{instance}/logs/(?P<day>[0-9]{8})", "/instances/%s/logs/20261128"
+                 % ID) == {"instance": ID, "day": "20261128"}
+    assert match("/instances/{instance}/logs/(?P<day>[0-9]{8})", "/instances/%s/logs/2026"
+                 % ID) is None
+    assert match("/status|/health", "/health") == {}
+
+
+@pytest.mark.parametrize("name", [
+    "a.pem", ".pem", "x.pem", ".a.pem", "a" * 251 + ".pem", "a" * 252 + ".pem", "a.PEM",
+    "a.pem.pem", "a..pem", "-.pem", "_x_.pem", "a b.pem", "a/b.pem", "a.pem\n", "\xe9.pem",
+    "A-Z.0-9.pem", "a.pe", "pem", "", "a.pemx", "a\x00.pem"])
+def test_is_certificate_name_is_the_routes_pattern(name):
+    import re
+
+    from appliance_api.layout import CERTIFICATE_NAME, is_certificate_name
+
+    assert is_certificate_name(name) == bool(re.fullmatch(CERTIFICATE_NAME, name))
