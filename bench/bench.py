@@ -11,6 +11,11 @@ only). At each number of instance folders it times every read endpoint and both
 floors over one keep-alive HTTPS connection, round-robin, after warm-up requests,
 and prints median and p90 latency and the ratio to the Python floor.
 
+A third script, /null-walk, is the least /service_status could do: the Python
+null plus the system calls its answer needs for each instance folder (is there
+a haproxy.cfg, a stunnel.conf; read haproxy.pid), and an answer of the same
+size. The gap between the two is what the API's own code costs.
+
 Instance folders are written straight to disk (haproxy.cfg, haproxy.rendered.cfg
 and a stale haproxy.pid), so /status and /service_status walk them with no daemons.
 A benchmark, not a test: it checks answers only to say when they look wrong.
@@ -46,6 +51,25 @@ NULL_SH = """\
 printf 'Status: 200 OK\\r\\nContent-Type: text/plain; charset=utf-8\\r\\nContent-Length: %d\\r\\n\\r\\n%s'
 """ % (len(NULL_SH_BODY), NULL_SH_BODY.replace("\n", "\\n"))
 
+NULL_WALK = """\
+# /service_status's floor (bench/bench.py): its system calls and its answer's size, no checks.
+import os
+import sys
+fd = os.open(%r, os.O_RDONLY | os.O_DIRECTORY)
+lines = []
+for name in sorted(os.listdir(fd)):
+    os.access(name + "/haproxy.cfg", os.F_OK, dir_fd=fd)
+    os.access(name + "/stunnel.conf", os.F_OK, dir_fd=fd)
+    pid_file = os.open(name + "/haproxy.pid", os.O_RDONLY, dir_fd=fd)
+    os.read(pid_file, 64)
+    os.close(pid_file)
+    lines.append("%%-52sDOWN\\n  haproxy          stopped\\n" %% name)
+os.listdir("/proc")
+body = "".join(lines).encode()
+sys.stdout.buffer.write(b"Status: 200 OK\\r\\nContent-Type: text/plain; charset=utf-8\\r\\n"
+                        b"Content-Length: %%d\\r\\n\\r\\n" %% len(body) + body)
+"""
+
 HAPROXY_TEMPLATE = """\
 # bench instance %(n)d (written straight to disk by bench/bench.py)
 defaults
@@ -64,17 +88,20 @@ backend be
 STALE_PID = 4194305
 
 
-def null_conf(null_py, null_sh):
-    """lighttpd conditionals sending /null and /null-sh to the null scripts.
+def null_conf(null_py, null_sh, null_walk):
+    """lighttpd conditionals sending /null, /null-sh and /null-walk to the null scripts.
     The global alias.url maps every path ("") to the API script; inside a
     matching $HTTP["url"] block these settings take precedence."""
     return ('$HTTP["url"] == "/null" {\n'
             '    alias.url = ("" => "%s")\n'
             '}\n'
+            '$HTTP["url"] == "/null-walk" {\n'
+            '    alias.url = ("" => "%s")\n'
+            '}\n'
             '$HTTP["url"] == "/null-sh" {\n'
             '    alias.url = ("" => "%s")\n'
             '    cgi.assign = ("" => "/bin/sh")\n'
-            '}\n' % (null_py, null_sh))
+            '}\n' % (null_py, null_walk, null_sh))
 
 
 def add_instances(site, count, first_number):
@@ -146,6 +173,7 @@ def measure_level(site, level, existing, missing, requests, warmup, deadline):
     endpoints = [
         ("null (python)", "/null", 200),
         ("null (sh)", "/null-sh", 200),
+        (WALK, "/null-walk", 200),
         ("GET /status", "/status", 200),
         ("GET /service_status", "/service_status", 200),
         ("GET /instances", "/instances", 200),
@@ -226,14 +254,17 @@ def main(argv=None):
         pki_dir = make_pki(os.path.join(work, "pki"))
         null_py = os.path.join(work, "null.py")
         null_sh = os.path.join(work, "null.sh")
+        null_walk = os.path.join(work, "null-walk.py")
         with open(null_py, "w") as file:
             file.write(NULL_PY)
         with open(null_sh, "w") as file:
             file.write(NULL_SH)
-        site = Site(os.path.join(work, "site"), pki_dir, null_conf(null_py, null_sh))
+        site = Site(os.path.join(work, "site"), pki_dir, null_conf(null_py, null_sh, null_walk))
+        with open(null_walk, "w") as file:
+            file.write(NULL_WALK % site.instances_dir)
         site.start()
-        check_null_routes(site)
         os.makedirs(site.instances_dir, exist_ok=True)
+        check_null_routes(site)
 
         rows, notes, floors = [], [], []
         ids, missing = [], str(uuid.uuid4())
@@ -297,7 +328,8 @@ def main(argv=None):
             shutil.rmtree(work, ignore_errors=True)
 
 
-ORDER = ["null (sh)", "null (python)", "GET /status", "GET /service_status", "GET /instances",
+WALK = "floor of /service_status"
+ORDER = ["null (sh)", "null (python)", "GET /status", WALK, "GET /service_status", "GET /instances",
          "GET /instances/<existing>", "GET /instances/<missing>"]
 
 

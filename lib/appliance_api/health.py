@@ -9,7 +9,8 @@ daemon run on that instance's own rendered config.
 import os
 import time
 
-from .layout import MASTER_SOCKET_NAME, RENDERED_NAMES, existing_instances, scan_instances
+from .layout import (MASTER_SOCKET_NAME, RENDERED_NAMES, existing_instances, instances_dir,
+                     open_instances_dir, scan_instances)
 
 PROCESS_NAMES = {"haproxy": (b"haproxy",), "stunnel": (b"stunnel4", b"stunnel")}
 # haproxy's master empties its pid file and re-executes itself on every
@@ -46,16 +47,17 @@ def _running(folder, service, settle=SETTLE):
 _SETTLING = object()
 
 
-def _pid_file(folder, service):
+def _pid_file(folder, service, dir_fd=None):
     """The pid in the service's pid file, None (no daemon), or _SETTLING (a
     reload is rewriting it: look again). Bare os calls: /status asks this
-    for every daemon of the appliance."""
+    for every daemon of the appliance. folder is relative to dir_fd if given."""
     try:
-        fd = os.open(folder + service + ".pid", PID_FILE_FLAGS)
+        fd = os.open(folder + service + ".pid", PID_FILE_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         # haproxy's master unlinks its pid file and writes it anew on a
         # reload: a missing one beside its master socket may be that moment.
-        if service == "haproxy" and os.access(folder + MASTER_SOCKET_NAME, os.F_OK):
+        if service == "haproxy" and os.access(folder + MASTER_SOCKET_NAME, os.F_OK,
+                                              dir_fd=dir_fd):
             return _SETTLING
         return None
     except OSError:
@@ -138,20 +140,27 @@ def daemon_table(state_dir):
     Every pid file is read first, then /proc is listed once: a pid it does
     not list is gone (and costs no further read). Listed after the pid files
     were read, it cannot miss a daemon they name."""
-    found = scan_instances(state_dir)
-    pids = [[(service, _pid_file(folder, service)) for service in configured]
-            for _name, folder, configured in found]
+    dir_fd = open_instances_dir(state_dir)
+    if dir_fd is None:
+        return []
+    try:
+        found = scan_instances(state_dir, dir_fd)
+        pids = [[(service, _pid_file(folder, service, dir_fd)) for service in configured]
+                for _name, folder, configured in found]
+    finally:
+        os.close(dir_fd)
     live = live_pids() if found else set()
+    base = instances_dir(state_dir) + "/"
     table = []
     for (name, folder, _configured), services in zip(found, pids):
         states = []
         for service, pid in services:
             if pid is _SETTLING:
-                pid = _running(folder, service)
+                pid = _running(base + folder, service)
             elif pid is not None:
-                pid = _process(folder, service, pid) if pid in live else None
+                pid = _process(base + folder, service, pid) if pid in live else None
                 if pid is _SETTLING:
-                    pid = _running(folder, service)
+                    pid = _running(base + folder, service)
             states.append((service, pid))
         table.append((name, states, _state_word(states)))
     return table

@@ -46,15 +46,16 @@ MANAGED_NAMES = frozenset([LOCK_NAME, MASTER_SOCKET_NAME, STUNNEL_LISTENERS_NAME
                           + ["%s.%s" % (service, kind) for service in SERVICES
                              for kind in ("pid", "log", "outcome")])
 
-_UUID_CHARACTERS = frozenset("0123456789abcdef-")
+_UUID_CHARACTERS = "0123456789abcdef-"
 _CERTIFICATE_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
 def is_instance_id(name):
     """Whether name matches INSTANCE_ID: a canonical lower-case UUID. Without
-    `re`, which a read of many instance folders need not import."""
-    return (len(name) == 36 and name[8] == name[13] == name[18] == name[23] == "-"
-            and name.count("-") == 4 and _UUID_CHARACTERS.issuperset(name))
+    `re`, which a read of many instance folders need not import. (Stripping
+    the allowed characters leaves nothing only if there is no other one.)"""
+    return (len(name) == 36 and name[8:24:5] == "----" and name.count("-") == 4
+            and not name.strip(_UUID_CHARACTERS))
 
 
 def is_certificate_name(name):
@@ -160,30 +161,42 @@ class Instance:
                     or os.access(self.custom503, os.F_OK) or self.certificate_names())
 
 
-def scan_instances(state_dir):
+def scan_instances(state_dir, dir_fd=None):
     """(id, folder path ending in /, configured services) of each instance
     that exists, sorted by id: one pass of bare os calls, for the reads that
-    walk every instance (a thousand of them in one request)."""
+    walk every instance (a thousand of them in one request).
+
+    With dir_fd, the instances folder opened by the caller (open_instances_dir),
+    each folder is "<id>/", relative to it: every file then costs the kernel
+    one path step instead of five."""
     base = instances_dir(state_dir)
     try:
-        names = sorted(os.listdir(base))
+        names = sorted(os.listdir(base if dir_fd is None else dir_fd))
     except FileNotFoundError:
         return []
+    prefix = base + "/" if dir_fd is None else ""
     found = []
     access, exists = os.access, os.F_OK
     templates = [(service, TEMPLATE_NAMES[service]) for service in SERVICES]
     for name in names:
         if not is_instance_id(name):
             continue
-        folder = base + "/" + name + "/"
-        configured = []
-        for service, template in templates:
-            if access(folder + template, exists):
-                configured.append(service)
-        if configured or access(folder + CUSTOM503_NAME, exists) \
+        folder = prefix + name + "/"
+        configured = [service for service, template in templates
+                      if access(folder + template, exists, dir_fd=dir_fd)]
+        if configured or access(folder + CUSTOM503_NAME, exists, dir_fd=dir_fd) \
                 or Instance(state_dir, name).certificate_names():
             found.append((name, folder, configured))
     return found
+
+
+def open_instances_dir(state_dir):
+    """A descriptor of the instances folder for scan_instances' dir_fd, or
+    None when there is no such folder. The caller closes it."""
+    try:
+        return os.open(instances_dir(state_dir), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
 
 
 def existing_instances(state_dir, snapshot=False):
@@ -202,17 +215,13 @@ def existing_instances(state_dir, snapshot=False):
 def instance_ids(state_dir):
     """Ids of the instances that exist, sorted (Instance.exists, inlined: GET
     /instances asks it of every folder)."""
-    base = instances_dir(state_dir)
-    try:
-        names = os.listdir(base)
-    except FileNotFoundError:
+    dir_fd = open_instances_dir(state_dir)
+    if dir_fd is None:
         return []
-    found = []
-    for name in names:
-        if not is_instance_id(name):
-            continue
-        folder = base + "/" + name + "/"
-        if os.access(folder + TEMPLATE_NAMES["haproxy"], os.F_OK) \
-                or Instance(state_dir, name).exists():
-            found.append(name)
-    return sorted(found)
+    try:
+        haproxy_template = "/" + TEMPLATE_NAMES["haproxy"]
+        return sorted(name for name in os.listdir(dir_fd) if is_instance_id(name) and (
+            os.access(name + haproxy_template, os.F_OK, dir_fd=dir_fd)
+            or Instance(state_dir, name).exists()))
+    finally:
+        os.close(dir_fd)

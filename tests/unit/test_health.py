@@ -47,8 +47,6 @@ def test_odd_pid_files_mean_not_running_at_once(state_dir, fake_daemons):
 def test_a_pid_file_being_rewritten_by_a_reload_is_waited_for(state_dir, fake_daemons):
     """haproxy's master unlinks its pid file, then writes it again: a missing
     file beside master.sock is read again until it is back (or 0.5 s)."""
-    import threading
-
     from appliance_api.health import running_pid
 
     instance = make_instance(state_dir, A, "haproxy.cfg")
@@ -61,12 +59,7 @@ def test_a_pid_file_being_rewritten_by_a_reload_is_waited_for(state_dir, fake_da
     assert time.monotonic() - started < 0.1
     open(instance.master_socket, "w").close()
 
-    def write_back():
-        time.sleep(0.1)
-        with open(pid_file, "w") as file:
-            file.write("%d\n" % haproxy.pid)
-
-    threading.Thread(target=write_back).start()
+    write_back_soon(pid_file, haproxy.pid)
     assert running_pid(instance, "haproxy") == haproxy.pid
     os.unlink(pid_file)
     started = time.monotonic()
@@ -95,3 +88,30 @@ def test_the_bulk_read_lists_proc_after_reading_every_pid_file(state_dir, fake_d
         (A, [("haproxy", haproxy.pid), ("stunnel", None)], "DEGRADED"),
         (gone.id, [("haproxy", None)], "DOWN")]
     assert listed_after == [3]  # all three pid files read before /proc was listed
+
+
+def test_the_bulk_read_waits_for_a_pid_file_a_reload_rewrites(state_dir, fake_daemons):
+    """daemon_table reads pid files relative to the instances folder: the
+    master socket beside a missing one is found there too, and waited for."""
+    from appliance_api.health import daemon_table
+
+    instance = make_instance(state_dir, A, "haproxy.cfg")
+    pid_file = instance.pid_file("haproxy")
+    haproxy = fake_daemons("haproxy", instance.rendered("haproxy"), pid_file)
+    os.unlink(pid_file)
+    open(instance.master_socket, "w").close()
+
+    write_back_soon(pid_file, haproxy.pid)
+    assert daemon_table(state_dir) == [(A, [("haproxy", haproxy.pid)], "OK")]
+
+
+def write_back_soon(pid_file, pid):
+    """Write the pid file 0.1 s from now, as haproxy's master does after a reload."""
+    import threading
+
+    def write_back():
+        time.sleep(0.1)
+        with open(pid_file, "w") as file:
+            file.write("%d\n" % pid)
+
+    threading.Thread(target=write_back).start()
