@@ -17,7 +17,7 @@ STATEDIR ?= /var/lib/appliance-api
 # use instead of the venv's (the in-process tests run on both).
 # tests/unit/test_packages.py fails when a program or module is not covered.
 DEBIAN_PACKAGES := lighttpd lighttpd-mod-openssl haproxy stunnel4 iptables iproute2 curl openssl procps \
-	make logrotate keepalived \
+	make logrotate keepalived systemd \
 	python3 python3-venv python3-cryptography python3-psutil python3-pytest python3-webtest
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 

@@ -20,6 +20,8 @@ def test_installed_tree_serves_and_lighttpd_accepts_its_config(tmp_path):
     assert "@" not in drop_in
     assert "ExecStartPre=-/usr/sbin/octctl --config /etc/appliance-api/appliance-api.ini " \
         "reconcile" in drop_in
+    # Restarting lighttpd must not kill the tenants' daemons it started.
+    assert "\nKillMode=process\n" in drop_in
     assert os.readlink(dest / "usr" / "sbin" / "octctl") == "../lib/appliance-api/bin/octctl"
     assert (root / "bin" / "octctl").stat().st_mode & 0o111
     timer = (dest / "lib/systemd/system/appliance-api-sync.timer").read_text()
@@ -65,6 +67,34 @@ def test_installed_tree_serves_and_lighttpd_accepts_its_config(tmp_path):
     check = subprocess.run(["lighttpd", "-tt", "-f", str(etc / "lighttpd.conf")],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert check.returncode == 0, check.stdout
+
+
+def test_installed_systemd_units_pass_systemd_analyze(tmp_path):
+    """systemd reads every key of the installed units (a misspelt key is only
+    a warning in the journal, and the setting silently missing); the
+    programs they run are the ones the image installs."""
+    import re
+    import shutil
+
+    dest = tmp_path / "image"
+    subprocess.run(["make", "-s", "-C", ROOT, "install", "DESTDIR=%s" % dest, "PREFIX=/usr"],
+                   check=True)
+    units = tmp_path / "units"
+    shutil.copytree(dest / "lib/systemd/system", units)
+    shutil.copy("/lib/systemd/system/lighttpd.service", units)  # what the drop-in extends
+    unit_paths = [str(units / name) for name in
+                  ["lighttpd.service", "appliance-api-sync.service", "appliance-api-sync.timer"]]
+    verify = subprocess.run(["systemd-analyze", "verify", "--man=no"] + unit_paths,
+                            env=dict(os.environ, SYSTEMD_UNIT_PATH="%s:" % units),
+                            cwd=str(units), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    problems = []
+    for line in verify.stdout.splitlines():
+        missing = re.search(r"Command (/\S+) is not executable: No such file", line)
+        if missing and (dest / missing.group(1).lstrip("/")).exists():
+            continue  # installed into the image, not onto this machine
+        problems.append(line)
+    assert problems == []
 
 
 def test_make_run_names_the_package_of_a_missing_lighttpd_module(tmp_path):
