@@ -26,8 +26,10 @@ def test_installed_tree_serves_and_lighttpd_accepts_its_config(tmp_path):
     assert (root / "bin" / "octctl").stat().st_mode & 0o111
     timer = (dest / "lib/systemd/system/appliance-api-sync.timer").read_text()
     assert "OnUnitActiveSec=10s" in timer
-    assert "ExecStart=/usr/sbin/octctl --config /etc/appliance-api/appliance-api.ini sync" in (
-        dest / "lib/systemd/system/appliance-api-sync.service").read_text()
+    sync_service = (dest / "lib/systemd/system/appliance-api-sync.service").read_text()
+    assert "ExecStart=/usr/sbin/octctl --config /etc/appliance-api/appliance-api.ini sync" \
+        in sync_service
+    assert "\nKillMode=process\n" in sync_service  # the daemons a sync starts outlive it
     assert "net.ipv4.ip_nonlocal_bind = 1" in (
         dest / "etc" / "sysctl.d" / "60-appliance-api.conf").read_text()
     assert (dest / "etc" / "logrotate.d" / "appliance-api").read_text().count(
