@@ -106,12 +106,13 @@ def handle(environ, config=None):
         handler, params = find_route(request.method, request.path)
         if request.method in READ_METHODS:
             return call_handler(handler, request, params)
+        from .system.signals import terminate_after_change
         from .system.slots import change_slot
         from .topology import transition_running
 
         if transition_running(config.state_dir):
             raise ClusterTransition()
-        with change_slot(config):
+        with change_slot(config), terminate_after_change():
             return call_handler(handler, request, params)
     except HTTPError as error:
         if error.code == 500:

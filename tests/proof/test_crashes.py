@@ -10,6 +10,7 @@ Two lighttpd sites share one state folder: "paused" sleeps 1.5 s between writing
 each temporary file and renaming it into place ([testing] pause_before_rename),
 the window the kills aim at; "fast" sets up, checks and recovers.
 """
+import contextlib
 import os
 import signal
 import subprocess
@@ -37,12 +38,13 @@ def page(tag):
             "sorry page %s\n" % tag).encode()
 
 
-@pytest.fixture(scope="module")
-def sites(tmp_path_factory, pki):  # noqa: F811
-    state = str(tmp_path_factory.mktemp("crash-state"))
-    fast = start_site(str(tmp_path_factory.mktemp("crash-fast")), pki, state_dir=state)
+@contextlib.contextmanager
+def site_pair(tmp_path_factory, pki, name):  # noqa: F811
+    """(fast, paused): two lighttpd sites on one state folder."""
+    state = str(tmp_path_factory.mktemp(name + "-state"))
+    fast = start_site(str(tmp_path_factory.mktemp(name + "-fast")), pki, state_dir=state)
     try:
-        paused = start_site(str(tmp_path_factory.mktemp("crash-paused")), pki, state_dir=state,
+        paused = start_site(str(tmp_path_factory.mktemp(name + "-paused")), pki, state_dir=state,
                             api_settings={"testing": {"pause_before_rename": str(PAUSE)}})
     except BaseException:
         stop_site(fast)
@@ -52,6 +54,12 @@ def sites(tmp_path_factory, pki):  # noqa: F811
     finally:
         stop_site(paused)
         stop_site(fast)
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory, pki):  # noqa: F811
+    with site_pair(tmp_path_factory, pki, "crash") as pair:
+        yield pair
 
 
 def start_put(api, path, data):
@@ -255,6 +263,53 @@ def test_kill_between_the_two_renames_of_a_haproxy_put(sites):
             render(old, instance_dir).encode()
     finally:
         fast.delete("/instances/" + instance)
+
+
+# --- lighttpd stopped in the middle of a PUT -------------------------------------------
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_lighttpd_stopped_mid_put_the_change_still_completes(tmp_path_factory, pki,  # noqa: F811
+                                                            stop_signal):
+    """SIGINT is what `systemctl stop` and `restart` send lighttpd (the drop-in's
+    KillSignal): its graceful stop lets the PUT finish and answer. SIGTERM stops
+    lighttpd at once, and it sends its CGI processes SIGTERM: the change still
+    finishes (system/signals.py), then its process ends. Either way the new
+    config is stored and runs, in the same haproxy master."""
+    with site_pair(tmp_path_factory, pki, "stop") as (fast, paused):
+        instance = str(uuid.uuid4())
+        try:
+            stop_mid_put(fast, paused, instance, stop_signal)
+        finally:
+            fast.delete("/instances/" + instance)
+
+
+def stop_mid_put(fast, paused, instance, stop_signal):
+    instance_dir = os.path.join(fast.instances_dir, instance)
+    path = "/instances/%s/haproxy" % instance
+    port = free_port()
+    old, new = haproxy_template(port, "old"), haproxy_template(port, "new")
+    assert fast.put(path, old).status == 201
+    master = fast.service_pid(instance, "haproxy")
+    client = start_put(paused, path, new)
+    assert eventually(lambda: cgi_processes(paused.process.pid), 10)
+    cgi = cgi_processes(paused.process.pid)[0]
+    time.sleep(0.3)  # inside the first of its three pauses: nothing renamed yet
+    assert read_bytes(os.path.join(instance_dir, "haproxy.cfg")) == old.encode()
+    paused.process.send_signal(stop_signal)
+    stdout, stderr = client.communicate(timeout=CURL_TIMEOUT + 5)
+    reply = Reply(subprocess.CompletedProcess(client.args, client.returncode, stdout, stderr))
+    if stop_signal == signal.SIGINT:
+        assert reply.status == 201, reply
+    else:
+        assert_not_success(reply)
+    assert eventually(lambda: pid_gone(cgi.pid), 15), "the CGI process never ended"
+    figures.add("crash_trials")
+    assert read_bytes(os.path.join(instance_dir, "haproxy.cfg")) == new.encode()
+    assert read_bytes(os.path.join(instance_dir, "haproxy.rendered.cfg")) == \
+        render(new, instance_dir).encode()
+    assert fast.service_pid(instance, "haproxy") == master
+    assert eventually(lambda: http_get(port)[2] == b"new", 5), http_get(port)
+    assert_swept(instance_dir)
 
 
 # --- daemons killed from outside ----------------------------------------------------------

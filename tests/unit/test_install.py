@@ -22,6 +22,7 @@ def test_installed_tree_serves_and_lighttpd_accepts_its_config(tmp_path):
         "reconcile" in drop_in
     # Restarting lighttpd must not kill the tenants' daemons it started.
     assert "\nKillMode=process\n" in drop_in
+    assert "\nKillSignal=SIGINT\n" in drop_in  # lighttpd's graceful stop
     assert os.readlink(dest / "usr" / "sbin" / "octctl") == "../lib/appliance-api/bin/octctl"
     assert (root / "bin" / "octctl").stat().st_mode & 0o111
     timer = (dest / "lib/systemd/system/appliance-api-sync.timer").read_text()
@@ -69,6 +70,7 @@ def test_installed_tree_serves_and_lighttpd_accepts_its_config(tmp_path):
     check = subprocess.run(["lighttpd", "-tt", "-f", str(etc / "lighttpd.conf")],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert check.returncode == 0, check.stdout
+    assert "WARNING" not in check.stdout  # e.g. "unknown config-key ... (ignored)"
 
 
 def test_installed_systemd_units_pass_systemd_analyze(tmp_path):
