@@ -60,7 +60,7 @@ class Request:
         while remaining > 0:
             chunk = stream.read(min(remaining, 65536))
             if not chunk:
-                break
+                raise InvalidRequest("Request body shorter than its Content-Length")
             chunks.append(chunk)
             remaining -= len(chunk)
         return b"".join(chunks)
@@ -106,13 +106,12 @@ def handle(environ, config=None):
         handler, params = find_route(request.method, request.path)
         if request.method in READ_METHODS:
             return call_handler(handler, request, params)
-        from .system.signals import terminate_after_change
         from .system.slots import change_slot
         from .topology import transition_running
 
         if transition_running(config.state_dir):
             raise ClusterTransition()
-        with change_slot(config), terminate_after_change():
+        with change_slot(config):
             return call_handler(handler, request, params)
     except HTTPError as error:
         if error.code == 500:

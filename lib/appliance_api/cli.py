@@ -160,7 +160,6 @@ def _control(config, arguments, action):
     from .services import render_from_template
     from .system.daemons import DaemonFailed, daemon_for
     from .system.locks import instance_lock
-    from .system.signals import terminate_after_change
     from .system.slots import change_slot
     from .topology import transition_running
 
@@ -169,7 +168,7 @@ def _control(config, arguments, action):
     if transition_running(config.state_dir):
         raise ClusterTransition()
     failed = False
-    with change_slot(config), terminate_after_change(), instance_lock(instance, create=False):
+    with change_slot(config), instance_lock(instance, create=False):
         # Again under the lock: a DELETE may have removed it while we waited.
         services = _services(_instance(config, arguments.instance), arguments.service)
         if action == "stop":

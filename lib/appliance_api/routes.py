@@ -73,4 +73,4 @@ def compile_pattern(pattern):
     """The pattern as one regular expression, anchored at both ends."""
     for placeholder, (regex, _plain_test) in PLACEHOLDERS.items():
         pattern = pattern.replace(placeholder, "(?P<%s>%s)" % (placeholder[1:-1], regex))
-    return pattern + r"\Z"
+    return r"(?:%s)\Z" % pattern

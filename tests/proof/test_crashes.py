@@ -39,13 +39,14 @@ def page(tag):
 
 
 @contextlib.contextmanager
-def site_pair(tmp_path_factory, pki, name):  # noqa: F811
-    """(fast, paused): two lighttpd sites on one state folder."""
+def site_pair(tmp_path_factory, pki, name, pause=PAUSE):  # noqa: F811
+    """(fast, paused): two lighttpd sites on one state folder; paused sleeps
+    pause seconds before each rename."""
     state = str(tmp_path_factory.mktemp(name + "-state"))
     fast = start_site(str(tmp_path_factory.mktemp(name + "-fast")), pki, state_dir=state)
     try:
         paused = start_site(str(tmp_path_factory.mktemp(name + "-paused")), pki, state_dir=state,
-                            api_settings={"testing": {"pause_before_rename": str(PAUSE)}})
+                            api_settings={"testing": {"pause_before_rename": str(pause)}})
     except BaseException:
         stop_site(fast)
         raise
@@ -267,15 +268,18 @@ def test_kill_between_the_two_renames_of_a_haproxy_put(sites):
 
 # --- lighttpd stopped in the middle of a PUT -------------------------------------------
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+# 3 s before each of a haproxy PUT's three renames: 9 s, past lighttpd's
+# default graceful stop (8 s), within the 30 s conf/lighttpd.conf gives it.
+@pytest.mark.parametrize("stop_signal, pause", [(signal.SIGINT, 3), (signal.SIGTERM, PAUSE)],
+                         ids=["SIGINT", "SIGTERM"])
 def test_lighttpd_stopped_mid_put_the_change_still_completes(tmp_path_factory, pki,  # noqa: F811
-                                                            stop_signal):
+                                                            stop_signal, pause):
     """SIGINT is what `systemctl stop` and `restart` send lighttpd (the drop-in's
     KillSignal): its graceful stop lets the PUT finish and answer. SIGTERM stops
     lighttpd at once, and it sends its CGI processes SIGTERM: the change still
     finishes (system/signals.py), then its process ends. Either way the new
     config is stored and runs, in the same haproxy master."""
-    with site_pair(tmp_path_factory, pki, "stop") as (fast, paused):
+    with site_pair(tmp_path_factory, pki, "stop", pause) as (fast, paused):
         instance = str(uuid.uuid4())
         try:
             stop_mid_put(fast, paused, instance, stop_signal)
@@ -302,7 +306,7 @@ def stop_mid_put(fast, paused, instance, stop_signal):
         assert reply.status == 201, reply
     else:
         assert_not_success(reply)
-    assert eventually(lambda: pid_gone(cgi.pid), 15), "the CGI process never ended"
+    assert eventually(lambda: pid_gone(cgi.pid), 20), "the CGI process never ended"
     figures.add("crash_trials")
     assert read_bytes(os.path.join(instance_dir, "haproxy.cfg")) == new.encode()
     assert read_bytes(os.path.join(instance_dir, "haproxy.rendered.cfg")) == \

@@ -247,6 +247,7 @@ def test_a_pattern_with_other_regular_expressions_is_matched_by_re():
     assert match("/instances/{instance}/logs/(?P<day>[0-9]{8})", "/instances/%s/logs/2026"
                  % ID) is None
     assert match("/status|/health", "/health") == {}
+    assert match("/status|/health", "/statusx") is None  # anchored: every alternative
 
 
 @pytest.mark.parametrize("name", [

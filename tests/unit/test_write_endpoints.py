@@ -406,3 +406,20 @@ def test_the_listeners_stunnel_is_handed(config, instance_id, template, listener
     with open(instance.rendered("stunnel"), "w") as file:
         file.write(stunnel.render(template))
     assert stunnel._listeners() == listeners
+
+
+def test_a_body_shorter_than_its_content_length_is_refused(config, state_dir, instance_id):
+    """lighttpd stopped mid-upload may hand over less than it announced:
+    nothing of it is stored."""
+    import io
+
+    from appliance_api.app import handle
+    from conftest import VERIFIED
+
+    environ = dict(VERIFIED, REQUEST_METHOD="PUT", CONTENT_LENGTH="100",
+                   PATH_INFO="/instances/%s/custom503" % instance_id,
+                   **{"wsgi.input": io.BytesIO(b"HTTP/1.0 503 Service Unavailable\r\n\r\n")})
+    response = handle(environ, config)
+    assert (response.status, response.body) == (
+        403, b"Request body shorter than its Content-Length\n")
+    assert not os.path.exists(os.path.join(state_dir, "instances", instance_id))

@@ -4,13 +4,17 @@ reads or changes what instances share (listeners, service IPs, accounting).
 Order: an instance's lock first, then the appliance's, never the other way.
 
 flock() locks die with their process, so a request killed mid-way never
-leaves anything locked.
+leaves anything locked. A SIGTERM while a change holds an instance's lock
+ends the process once the change is done (signals.py); one that comes while
+it still waits ends it at once, before it has changed anything: a request
+lighttpd gave up on must not land later, over a newer one.
 """
 import contextlib
 import fcntl
 import os
 
 from . import files
+from .signals import terminate_after_change
 from ..layout import appliance_lock_path
 
 
@@ -35,22 +39,23 @@ def instance_lock(instance, create):
     removes the directory; a failed first upload leaves nothing behind).
     """
     fd = _acquire(instance, create)
-    if fd is not None:
-        # A request killed between write and rename left its temporary file.
-        files.remove_stale_temporaries(instance.dir)
-        files.remove_stale_temporaries(instance.certificates_dir)
-    try:
-        yield
-    finally:
+    with terminate_after_change():
+        if fd is not None:
+            # A request killed between write and rename left its temporary file.
+            files.remove_stale_temporaries(instance.dir)
+            files.remove_stale_temporaries(instance.certificates_dir)
         try:
-            if fd is not None and not instance.exists():
-                import shutil  # with bz2 and lzma: 5 ms that only this path pays
-
-                # Waiters hold the unlinked lock file; they notice and retry.
-                shutil.rmtree(instance.dir, ignore_errors=True)
+            yield
         finally:
-            if fd is not None:
-                os.close(fd)
+            try:
+                if fd is not None and not instance.exists():
+                    import shutil  # with bz2 and lzma: 5 ms that only this path pays
+
+                    # Waiters hold the unlinked lock file; they notice and retry.
+                    shutil.rmtree(instance.dir, ignore_errors=True)
+            finally:
+                if fd is not None:
+                    os.close(fd)
 
 
 def _acquire(instance, create):

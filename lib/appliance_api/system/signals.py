@@ -16,6 +16,7 @@ across exec, and every daemon started meanwhile would ignore SIGTERM too.
 import contextlib
 import os
 import signal
+import sys
 
 
 @contextlib.contextmanager
@@ -24,11 +25,13 @@ def terminate_after_change():
     try:
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
     except ValueError:  # not the main thread, which alone may handle signals
-        yield
-        return
+        previous = None
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if received:
+            sys.stdout.flush()  # octctl's lines: what was done is said first
+            sys.stderr.flush()
             os.kill(os.getpid(), signal.SIGTERM)
