@@ -44,7 +44,7 @@ MANAGED_NAMES = frozenset([LOCK_NAME, MASTER_SOCKET_NAME, STUNNEL_LISTENERS_NAME
                           + list(TEMPLATE_NAMES.values())
                           + list(RENDERED_NAMES.values())
                           + ["%s.%s" % (service, kind) for service in SERVICES
-                             for kind in ("pid", "log", "outcome")])
+                             for kind in ("pid", "log", "outcome", "loaded")])
 
 _UUID_CHARACTERS = "0123456789abcdef-"
 _CERTIFICATE_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
@@ -135,6 +135,10 @@ class Instance:
 
     def outcome(self, service):
         return self.dir + "/" + service + ".outcome"
+
+    def loaded(self, service):
+        """An empty file whose mtime is when the service last read its files."""
+        return self.dir + "/" + service + ".loaded"
 
     @property
     def master_socket(self):

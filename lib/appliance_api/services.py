@@ -121,24 +121,36 @@ def replace_file(instance, path, data, config, mode=0o644, services=SERVICES,
     failure, put the old file back and reload again. The answer's lines after OK."""
     old = files.read(path)
     if old == data:
-        if certificate:
-            return _catch_up(instance, path, data, config)
-        return []  # unchanged content: the daemons already run it
+        return _catch_up(instance, path, data, config, mode, services, certificate)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     files.write_atomic(path, data, mode)
     return _reload_or_restore(instance, path, old, config, mode, services,
                               data if certificate else None)
 
 
-def _catch_up(instance, path, data, config):
-    """The same certificate again. A PUT killed between its write and
-    haproxy's swap left haproxy on the old one: swap it now (a retry is
-    how a controller mends a broken request)."""
-    daemon = daemon_for("haproxy", instance, config)
-    if daemon.process() is None or daemon.serves_certificate(os.path.abspath(path), data) \
-            in (True, None):
-        return []
-    return [daemon.replace_certificate(os.path.abspath(path), data) or daemon.apply()]
+def _catch_up(instance, path, data, config, mode, services, certificate):
+    """The same bytes again: a controller's retry, perhaps of a request killed
+    after it stored the file and before the daemons read it. A daemon that has
+    not read the file since it was written does so now: haproxy's certificate
+    is compared by its fingerprint and swapped; any other daemon is reloaded
+    when the file is newer than its last start or reload."""
+    lines, behind = [], []
+    for service in services:
+        daemon = daemon_for(service, instance, config)
+        if daemon.process() is None:
+            continue
+        if certificate and service == "haproxy":
+            served = daemon.serves_certificate(os.path.abspath(path), data)
+            if served is False:
+                lines.append(daemon.replace_certificate(os.path.abspath(path), data)
+                             or daemon.apply())
+            if served is not None:
+                continue  # else haproxy does not hold it as a certificate: by its reloads
+        if not daemon.read_since(path):
+            behind.append(service)
+    if behind:
+        lines += _reload_or_restore(instance, path, data, config, mode, behind)
+    return lines
 
 
 def remove_file(instance, path, config, services=SERVICES):

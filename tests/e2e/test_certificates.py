@@ -316,3 +316,22 @@ def test_the_same_certificate_again_catches_haproxy_up(api, haproxy_tls_instance
     assert presented_certificate(port) == der
     reply = api.put(url, certificate)  # and now truly the same: nothing to do
     assert reply.lines == ["OK"]
+
+
+def test_the_same_certificate_again_catches_stunnel_up(api, tls_instance):
+    """The same for stunnel, which cannot say what it serves: the file is
+    newer than stunnel's last start or reload, so the retry reloads it."""
+    ca, url, port, stored = tls_instance
+    instance = url.split("/")[2]
+    pid = api.service_pid(instance, "stunnel")
+    served = presented_certificate(port)
+    certificate, der = listener_certificate(ca)
+    with open(stored, "wb") as file:  # what the killed request did
+        file.write(certificate)
+    assert presented_certificate(port) == served
+    reply = api.put(url, certificate)
+    assert reply.status == 201, reply
+    assert reply.lines[1] == "stunnel daemon for %s reloaded (pid %d)" % (instance, pid)
+    assert presented_certificate(port) == der
+    reply = api.put(url, certificate)  # and now truly the same: nothing to do
+    assert reply.lines == ["OK"]
