@@ -47,7 +47,8 @@ MANAGED_NAMES = frozenset([LOCK_NAME, MASTER_SOCKET_NAME, STUNNEL_LISTENERS_NAME
                              for kind in ("pid", "log", "outcome", "loaded")])
 
 _UUID_CHARACTERS = "0123456789abcdef-"
-_CERTIFICATE_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+_CERTIFICATE_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ" "abcdefghijklmnopqrstuvwxyz"
+                                    "0123456789._-")
 
 
 def is_instance_id(name):

@@ -166,7 +166,8 @@ def test_a_zombie_is_not_running(app, state_dir):
 
 def test_reads_import_neither_psutil_nor_cryptography(state_dir):
     """Every request is a new process: a read must not pay for the heavy
-    modules, and the plainest reads not even for `re` (5 ms of start-up)."""
+    modules, and the plainest reads not even for `re` (5 ms of start-up);
+    none for `signal`, which only a change needs (system/signals.py)."""
     code = (
         "import sys, io\n"
         "sys.path.insert(0, %r)\n"
@@ -176,22 +177,23 @@ def test_reads_import_neither_psutil_nor_cryptography(state_dir):
         "status = []\n"
         "application(environ, lambda s, h: status.append(s))\n"
         "print(status[0], 'psutil' in sys.modules, 'cryptography' in sys.modules,\n"
-        "      're' in sys.modules)\n")
+        "      're' in sys.modules, 'signal' in sys.modules)\n")
     ini = os.path.join(state_dir, "api.ini")
     with open(ini, "w") as file:
         file.write("[paths]\nstate_dir = %s\n" % state_dir)
     make_instance(state_dir, B, "haproxy.cfg")
     lib = os.path.join(ROOT, "lib")
-    for path, expected in (("/instances", "200 OK False False False"),
-                           ("/instances/" + A, "404 Not Found False False False"),
-                           ("/instances/" + B, "200 OK False False False"),
-                           ("/instances/%s/haproxy" % A, "404 Not Found False False False"),
+    for path, expected in (("/instances", "200 OK False False False False"),
+                           ("/instances/" + A, "404 Not Found False False False False"),
+                           ("/instances/" + B, "200 OK False False False False"),
+                           ("/instances/%s/haproxy" % A,
+                            "404 Not Found False False False False"),
                            ("/instances/%s/certificates/x.pem" % A,
-                            "404 Not Found False False False"),
-                           ("/service_status", "200 OK False False False"),
-                           ("/nowhere", "403 Forbidden False False False"),
-                           ("/status", "200 OK False False True"),  # json needs re
-                           ("/listeners", "200 OK False False True")):
+                            "404 Not Found False False False False"),
+                           ("/service_status", "200 OK False False False False"),
+                           ("/nowhere", "403 Forbidden False False False False"),
+                           ("/status", "200 OK False False True False"),  # json needs re
+                           ("/listeners", "200 OK False False True False")):
         output = subprocess.run([sys.executable, "-c", code % (lib, path, ini)], check=True,
                                 stdout=subprocess.PIPE, text=True).stdout.strip()
         assert output == expected, path

@@ -14,7 +14,6 @@ import fcntl
 import os
 
 from . import files
-from .signals import terminate_after_change
 from ..layout import appliance_lock_path
 
 
@@ -38,6 +37,8 @@ def instance_lock(instance, create):
     no uploaded file loses its folder (the contract: deleting the last file
     removes the directory; a failed first upload leaves nothing behind).
     """
+    from .signals import terminate_after_change  # /status takes other locks: not its cost
+
     fd = _acquire(instance, create)
     with terminate_after_change():
         if fd is not None:
