@@ -9,6 +9,7 @@
         master.sock                 haproxy's master CLI: reload verdicts
         stunnel.conf  stunnel.rendered.conf  stunnel.pid  stunnel.log  stunnel.outcome
         stunnel.listeners           the listeners the API bound and handed to stunnel
+        reload.pending              a change stored files its daemons have not read yet
         custom503.http              a full HTTP response for haproxy's errorfile
         certificates/<name>.pem     key + certificate + chain, mode 0600
     <state_dir>/status-sample.json  the last /status sample, for rates
@@ -37,14 +38,17 @@ CUSTOM503_NAME = "custom503.http"
 CERTIFICATES_NAME = "certificates"
 LOCK_NAME = "lock"
 MASTER_SOCKET_NAME = "master.sock"
+# Present while stored files are ahead of the running daemons (services.py).
+RELOAD_PENDING_NAME = "reload.pending"
 # The listeners handed to the running stunnel, "service address:port" a line.
 STUNNEL_LISTENERS_NAME = "stunnel.listeners"
 # The API's own files in an instance folder: a config may not name them.
-MANAGED_NAMES = frozenset([LOCK_NAME, MASTER_SOCKET_NAME, STUNNEL_LISTENERS_NAME]
+MANAGED_NAMES = frozenset([LOCK_NAME, MASTER_SOCKET_NAME, STUNNEL_LISTENERS_NAME,
+                           RELOAD_PENDING_NAME]
                           + list(TEMPLATE_NAMES.values())
                           + list(RENDERED_NAMES.values())
                           + ["%s.%s" % (service, kind) for service in SERVICES
-                             for kind in ("pid", "log", "outcome", "loaded")])
+                             for kind in ("pid", "log", "outcome")])
 
 _UUID_CHARACTERS = "0123456789abcdef-"
 _CERTIFICATE_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ" "abcdefghijklmnopqrstuvwxyz"
@@ -137,9 +141,9 @@ class Instance:
     def outcome(self, service):
         return self.dir + "/" + service + ".outcome"
 
-    def loaded(self, service):
-        """An empty file whose mtime is when the service last read its files."""
-        return self.dir + "/" + service + ".loaded"
+    @property
+    def reload_pending(self):
+        return self.dir + "/" + RELOAD_PENDING_NAME
 
     @property
     def master_socket(self):

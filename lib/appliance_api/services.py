@@ -5,6 +5,7 @@ Callers hold the instance's lock (system.locks.instance_lock). The rule for
 every change: the stored files and the running daemons end as they were
 before the request, or as the request asked; never in between.
 """
+import contextlib
 import os
 
 from . import sharedstate
@@ -24,6 +25,7 @@ def put_config(instance, service, template, config):
     on the interface; once the daemon runs the new config, a second short
     section converges them to what is stored. On failure the old files are
     put back and the network converged to them."""
+    lines = catch_up(instance, config)
     daemon = daemon_for(service, instance, config)
     try:
         text = template.decode("utf-8")
@@ -32,7 +34,6 @@ def put_config(instance, service, template, config):
     rendered = daemon.render(text).encode("utf-8")
     template_path, rendered_path = instance.template(service), instance.rendered(service)
 
-    lines = []
     # A dot-name ending .tmp: swept up like any temporary if this request dies.
     candidate = os.path.join(instance.dir, ".%s.candidate.tmp" % service)
     files.write_atomic(candidate, rendered)
@@ -51,40 +52,42 @@ def put_config(instance, service, template, config):
 
     old_template, old_rendered = files.read(template_path), files.read(rendered_path)
     was_running = daemon.process() is not None
-    with appliance_lock(config.state_dir):
-        view = sharedstate.ApplianceView(config)
-        view.refuse_shared_listeners(instance, service, scan)
-        old_scan = view.scans.get((instance.id, service))
-        network = sharedstate.Network(config)
-        # Rendered first, template last: the template is the claim others see.
-        files.write_atomic(rendered_path, rendered)
-        files.write_atomic(template_path, template)
-        try:
-            # Old and new: no gap for either.
-            sharedstate.converge_locked(config, network, view.service_ips(scan))
-        except BaseException:
-            files.restore(template_path, old_template)
-            files.restore(rendered_path, old_rendered)
-            raise
-    try:
-        lines.append(daemon.apply())
-    except BaseException as error:
+    with _reload_pending(instance):
         with appliance_lock(config.state_dir):
-            files.restore(template_path, old_template)
-            files.restore(rendered_path, old_rendered)
+            view = sharedstate.ApplianceView(config)
+            view.refuse_shared_listeners(instance, service, scan)
+            old_scan = view.scans.get((instance.id, service))
+            network = sharedstate.Network(config)
+            # Rendered first, template last: the template is the claim others see.
+            files.write_atomic(rendered_path, rendered)
+            files.write_atomic(template_path, template)
+            try:
+                # Old and new: no gap for either.
+                sharedstate.converge_locked(config, network, view.service_ips(scan))
+            except BaseException:
+                files.restore(template_path, old_template)
+                files.restore(rendered_path, old_rendered)
+                raise
         try:
-            _bring_back(daemon, was_running)
-        finally:
-            sharedstate.converge(config)  # the new config's addresses go, whatever came back
-        if isinstance(error, DaemonFailed):
-            raise Conflict("Invalid configuration", "%s\n%s" % (error, error.output))
-        raise
+            lines.append(daemon.apply())
+        except BaseException as error:
+            with appliance_lock(config.state_dir):
+                files.restore(template_path, old_template)
+                files.restore(rendered_path, old_rendered)
+            try:
+                _bring_back(daemon, was_running)
+            finally:
+                sharedstate.converge(config)  # the new config's addresses go, whatever came back
+            if isinstance(error, DaemonFailed):
+                raise Conflict("Invalid configuration", "%s\n%s" % (error, error.output))
+            raise
     if old_scan is not None:
         sharedstate.converge(config)  # the old config's addresses, if it had others
     return lines
 
 
 def delete_config(instance, service, config):
+    catch_up(instance, config)  # the other daemon, left behind by a killed change
     daemon = daemon_for(service, instance, config)
     stopped = daemon.stop()
     with appliance_lock(config.state_dir):
@@ -119,44 +122,72 @@ def replace_file(instance, path, data, config, mode=0o644, services=SERVICES,
     the running daemons of services read it: a certificate haproxy holds is
     swapped in its memory (no reload), anything else is reloaded. On a
     failure, put the old file back and reload again. The answer's lines after OK."""
+    lines = catch_up(instance, config)
     old = files.read(path)
     if old == data:
-        return _catch_up(instance, path, data, config, mode, services, certificate)
+        if certificate:
+            lines += _swap_if_not_served(instance, path, data, config)
+        return lines  # unchanged content: the daemons already run it
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    files.write_atomic(path, data, mode)
-    return _reload_or_restore(instance, path, old, config, mode, services,
-                              data if certificate else None)
+    with _reload_pending(instance):
+        files.write_atomic(path, data, mode)
+        return lines + _reload_or_restore(instance, path, old, config, mode, services,
+                                          data if certificate else None)
 
 
-def _catch_up(instance, path, data, config, mode, services, certificate):
-    """The same bytes again: a controller's retry, perhaps of a request killed
-    after it stored the file and before the daemons read it. A daemon that has
-    not read the file since it was written does so now: haproxy's certificate
-    is compared by its fingerprint and swapped; any other daemon is reloaded
-    when the file is newer than its last start or reload."""
-    lines, behind = [], []
-    for service in services:
+def _swap_if_not_served(instance, path, data, config):
+    """The same certificate again, and haproxy serves another one under its
+    path (a PUT of an older release killed before the swap): swap it now."""
+    daemon = daemon_for("haproxy", instance, config)
+    if daemon.process() is None or daemon.serves_certificate(os.path.abspath(path), data) \
+            in (True, None):
+        return []
+    return [daemon.replace_certificate(os.path.abspath(path), data) or daemon.apply()]
+
+
+@contextlib.contextmanager
+def _reload_pending(instance):
+    """Mark the instance while its stored files are ahead of its running
+    daemons: from before a file they read is written until they have read it,
+    or the change has been rolled back. A request killed in between (SIGKILL:
+    a SIGTERM waits for the change) leaves the mark, and catch_up acts on it."""
+    files.write_atomic(instance.reload_pending, b"", durable=False)
+    try:
+        yield
+    except Conflict:
+        files.remove(instance.reload_pending)  # rolled back: they run what is stored
+        raise
+    files.remove(instance.reload_pending)
+
+
+def catch_up(instance, config):
+    """Reload the running daemons of an instance a killed change left behind
+    its stored files (its mark is there); the answer's lines. Every change of
+    the instance calls it first, under the instance's lock, and so does the
+    standby's sync run; without the mark it costs one stat."""
+    if not os.path.exists(instance.reload_pending):
+        return []
+    lines = []
+    for service in SERVICES:
         daemon = daemon_for(service, instance, config)
         if daemon.process() is None:
             continue
-        if certificate and service == "haproxy":
-            served = daemon.serves_certificate(os.path.abspath(path), data)
-            if served is False:
-                lines.append(daemon.replace_certificate(os.path.abspath(path), data)
-                             or daemon.apply())
-            if served is not None:
-                continue  # else haproxy does not hold it as a certificate: by its reloads
-        if not daemon.read_since(path):
-            behind.append(service)
-    if behind:
-        lines += _reload_or_restore(instance, path, data, config, mode, behind)
+        render_from_template(daemon)  # a config PUT killed between its two renames
+        try:
+            lines.append(daemon.apply())
+        except DaemonFailed as failure:
+            raise Conflict("An interrupted change could not be completed: %s" % failure,
+                           failure.output)
+    files.remove(instance.reload_pending)
     return lines
 
 
 def remove_file(instance, path, config, services=SERVICES):
+    lines = catch_up(instance, config)
     old = files.read(path)
-    files.remove(path)
-    return _reload_or_restore(instance, path, old, config, 0o644, services)
+    with _reload_pending(instance):
+        files.remove(path)
+        return lines + _reload_or_restore(instance, path, old, config, 0o644, services)
 
 
 def _reload_or_restore(instance, path, old, config, mode, services, certificate=None):

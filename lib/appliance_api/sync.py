@@ -23,7 +23,7 @@ import os
 import time
 
 from . import manifest, topology
-from .layout import SERVICES, sync_lock_path, sync_state_path
+from .layout import SERVICES, Instance, sync_lock_path, sync_state_path
 from .system import files
 
 PATHS = {"haproxy": "/instances/%s/haproxy", "stunnel": "/instances/%s/stunnel",
@@ -116,6 +116,8 @@ def _run_locked(config):
     failing = {}
     deadline = started + config.number("sync", "budget")
     have = manifest.build(config)["instances"]
+    for instance in sorted(have):
+        _finish_interrupted(config, instance, failing, counter)
     # Deletions first, on every instance: a port or an address the active
     # moved from one config to another is free before the new one claims it.
     for instance in sorted(set(have)):
@@ -139,6 +141,26 @@ def _run_locked(config):
     return "synced from %s: %d of %d instances in step, %d changed, %d failing, %d requests" % (
         peers[0], in_step, len(wanted), len(counter.get("touched", ())), len(failing),
         counter["requests"])
+
+
+def _finish_interrupted(config, instance_id, failing, counter):
+    """A step killed between storing a file and reloading the daemons leaves
+    them behind it; the file already matches the active's, so no step would
+    reach them again. services.catch_up reloads them (one stat without the
+    mark the killed step left)."""
+    instance = Instance(config.state_dir, instance_id)
+    if not os.path.exists(instance.reload_pending):
+        return
+    from .errors import HTTPError
+    from .services import catch_up
+    from .system.locks import instance_lock
+
+    try:
+        with instance_lock(instance, create=False):
+            if catch_up(instance, config):
+                counter.setdefault("touched", set()).add(instance_id)
+    except HTTPError as error:
+        failing[instance_id] = error.reason
 
 
 def _deletions(instance, target, current):

@@ -319,19 +319,22 @@ def test_the_same_certificate_again_catches_haproxy_up(api, haproxy_tls_instance
 
 
 def test_the_same_certificate_again_catches_stunnel_up(api, tls_instance):
-    """The same for stunnel, which cannot say what it serves: the file is
-    newer than stunnel's last start or reload, so the retry reloads it."""
+    """The same for stunnel, which cannot say what it serves: the killed
+    request left the instance marked (reload.pending, written before the
+    file), so the retry, or any change of the instance, reloads it first."""
     ca, url, port, stored = tls_instance
     instance = url.split("/")[2]
     pid = api.service_pid(instance, "stunnel")
     served = presented_certificate(port)
     certificate, der = listener_certificate(ca)
-    with open(stored, "wb") as file:  # what the killed request did
+    mark = os.path.join(api.instances_dir, instance, "reload.pending")
+    with open(mark, "w"), open(stored, "wb") as file:  # what the killed request did
         file.write(certificate)
     assert presented_certificate(port) == served
     reply = api.put(url, certificate)
     assert reply.status == 201, reply
     assert reply.lines[1] == "stunnel daemon for %s reloaded (pid %d)" % (instance, pid)
-    assert presented_certificate(port) == der
+    assert eventually(lambda: presented_certificate(port) == der, 5)
+    assert not os.path.exists(mark)
     reply = api.put(url, certificate)  # and now truly the same: nothing to do
     assert reply.lines == ["OK"]

@@ -288,10 +288,12 @@ def test_custom503_page(api, instance_id):
     assert started_pid(reply.lines[1], "haproxy", instance_id, "reloaded") == pid
     assert eventually(lambda: http_get(port)[2] == b"second sorry page\n")
 
-    # A PUT killed after storing its page, before the reload: the retry (the
-    # same bytes) finds the page newer than haproxy's last reload and reloads.
+    # A PUT killed after storing its page, before the reload, left the
+    # instance marked: the retry (the same bytes) reloads haproxy first.
     third_page = PAGE.replace(b"custom sorry page", b"third sorry page")
-    with open(os.path.join(api.instances_dir, instance_id, "custom503.http"), "wb") as file:
+    folder = os.path.join(api.instances_dir, instance_id)
+    with open(os.path.join(folder, "reload.pending"), "w"), \
+            open(os.path.join(folder, "custom503.http"), "wb") as file:
         file.write(third_page)
     assert http_get(port)[2] == b"second sorry page\n"
     reply = api.put("/instances/%s/custom503" % instance_id, third_page)

@@ -172,9 +172,12 @@ def test_kill_mid_put_certificate(sites):
             assert fast.get(path).body.encode() == old
         else:
             assert fast.get(path).status == 404
+        # Written before the file: the daemons may be behind what is stored.
+        assert os.path.exists(os.path.join(instance_dir, "reload.pending"))
         reply = fast.put(path, newer)  # the next locked request goes through...
         assert reply.status == 201, reply
         assert_swept(instance_dir)  # ...and sweeps the killed request's temporary
+        assert not os.path.exists(os.path.join(instance_dir, "reload.pending"))
         assert read_bytes(stored) == newer
         assert fast.delete("/instances/" + instance).status == 200
     assert not os.path.exists(instance_dir)
@@ -297,7 +300,9 @@ def stop_mid_put(fast, paused, instance, stop_signal):
     client = start_put(paused, path, new)
     assert eventually(lambda: cgi_processes(paused.process.pid), 10)
     cgi = cgi_processes(paused.process.pid)[0]
-    time.sleep(0.3)  # inside the first of its three pauses: nothing renamed yet
+    # Its first temporary is written under the instance's lock: from then on
+    # a SIGTERM waits for the change. Nothing is renamed yet.
+    assert eventually(lambda: leftover_temporaries(instance_dir), 10)
     assert read_bytes(os.path.join(instance_dir, "haproxy.cfg")) == old.encode()
     paused.process.send_signal(stop_signal)
     stdout, stderr = client.communicate(timeout=CURL_TIMEOUT + 5)

@@ -117,8 +117,7 @@ def stored_files(state_dir):
     for folder, _dirs, names in os.walk(state_dir):
         for name in names:
             path = os.path.join(folder, name)
-            if name.endswith((".log", ".outcome", ".loaded")) or name in ("filler",
-                                                                        "master.sock"):
+            if name.endswith((".log", ".outcome")) or name in ("filler", "master.sock"):
                 continue
             with open(path, "rb") as file:
                 found[os.path.relpath(path, state_dir)] = (os.stat(path).st_mode, file.read())

@@ -60,8 +60,7 @@ PAGE = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n\r\nsor
 INSTANCE_FILES = {"lock", "haproxy.cfg", "haproxy.rendered.cfg", "haproxy.pid", "haproxy.log",
                   "stunnel.conf", "stunnel.rendered.conf", "stunnel.pid", "stunnel.log",
                   "custom503.http", "certificates", "master.sock", "haproxy.outcome",
-                  "stunnel.outcome", "stunnel.listeners", "haproxy.loaded",
-                  "stunnel.loaded"}
+                  "stunnel.outcome", "stunnel.listeners", "reload.pending"}
 
 
 # ---------------------------------------------------------------------------

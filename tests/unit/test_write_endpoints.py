@@ -423,3 +423,41 @@ def test_a_body_shorter_than_its_content_length_is_refused(config, state_dir, in
     assert (response.status, response.body) == (
         403, b"Request body shorter than its Content-Length\n")
     assert not os.path.exists(os.path.join(state_dir, "instances", instance_id))
+
+
+def served_503(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        answer = b""
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                return answer.split(b"\r\n\r\n", 1)[1]
+            answer += data
+
+
+def test_a_standbys_sync_reloads_daemons_a_killed_step_left_behind(app, config, state_dir,
+                                                                   instance_id):
+    """A sync step killed between storing a page and the reload leaves the
+    stored page equal to the active's: no step reaches it again. The mark the
+    step left makes the next run reload haproxy (services.catch_up)."""
+    from appliance_api import sync
+
+    port = free_port()
+    assert app.put("/instances/%s/custom503" % instance_id, PAGE).status_int == 201
+    assert app.put("/instances/%s/haproxy" % instance_id,
+                   (HAPROXY % port).encode()).status_int == 201
+    instance = Instance(state_dir, instance_id)
+    try:
+        assert served_503(port) == b"sorry\n"
+        with open(instance.reload_pending, "w"), open(instance.custom503, "wb") as page:
+            page.write(PAGE.replace(b"sorry", b"newer"))  # what the killed step did
+        assert served_503(port) == b"sorry\n"
+        failing, counter = {}, {}
+        sync._finish_interrupted(config, instance_id, failing, counter)
+        assert (failing, counter) == ({}, {"touched": {instance_id}})
+        assert served_503(port) == b"newer\n"
+        assert not os.path.exists(instance.reload_pending)
+        sync._finish_interrupted(config, instance_id, failing, counter)  # one stat, no more
+    finally:
+        assert app.delete("/instances/" + instance_id).status_int == 200

@@ -31,6 +31,7 @@ def post_topology(request):
     import os
 
     from .. import appliance, topology
+    from ..system.signals import terminate_after_change
     from ..transition import start_worker
 
     body = request.read_body(int(request.config.number("limits", "config_bytes")))
@@ -40,8 +41,9 @@ def post_topology(request):
     try:
         wanted = topology.parse_form(body, appliance.own_addresses(request.config))
         wanted.update(status=topology.TRANSITION, reason="")
-        topology.store(request.config.state_dir, wanted)
-        start_worker(request.config, lock)
+        with terminate_after_change():  # a stored change gets its worker
+            topology.store(request.config.state_dir, wanted)
+            start_worker(request.config, lock)
     finally:
         os.close(lock)
     return text("OK")

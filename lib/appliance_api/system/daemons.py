@@ -64,25 +64,9 @@ class Daemon:
             if keep_outcome:
                 self.record_outcome("failed: %s" % failure)
             raise
-        self._stamp_loaded()
         if keep_outcome:
             self.record_outcome(message)
         return message
-
-    def _stamp_loaded(self):
-        try:
-            files.write_atomic(self.instance.loaded(self.name), b"", durable=False)
-        except OSError:
-            pass  # unknown then: read_since says no, and a retry reloads
-
-    def read_since(self, path):
-        """Whether the daemon started or reloaded after path was last written.
-        False when it cannot tell: a reload too many is harmless."""
-        try:
-            return os.stat(self.instance.loaded(self.name)).st_mtime_ns > \
-                os.stat(path).st_mtime_ns
-        except FileNotFoundError:
-            return False
 
     def record_outcome(self, message):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

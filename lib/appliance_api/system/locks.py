@@ -41,11 +41,11 @@ def instance_lock(instance, create):
 
     fd = _acquire(instance, create)
     with terminate_after_change():
-        if fd is not None:
-            # A request killed between write and rename left its temporary file.
-            files.remove_stale_temporaries(instance.dir)
-            files.remove_stale_temporaries(instance.certificates_dir)
         try:
+            if fd is not None:
+                # A request killed between write and rename left its temporary file.
+                files.remove_stale_temporaries(instance.dir)
+                files.remove_stale_temporaries(instance.certificates_dir)
             yield
         finally:
             try:

@@ -24,13 +24,15 @@ def terminate_after_change():
     received = []
     try:
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+        held = True
     except ValueError:  # not the main thread, which alone may handle signals
-        previous = None
+        held = False
     try:
         yield
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if held:
+            # None: a handler not installed from Python; the default is the nearest.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         if received:
             sys.stdout.flush()  # octctl's lines: what was done is said first
             sys.stderr.flush()
