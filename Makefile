@@ -104,6 +104,10 @@ install:
 		sed 's|@PREFIX@|$(PREFIX)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' conf/$$unit \
 			> $(DESTDIR)/lib/systemd/system/$$unit; \
 	done
+	# Enabled, as `systemctl enable` would (its [Install] section): every node runs it.
+	install -d $(DESTDIR)$(SYSCONFDIR)/systemd/system/timers.target.wants
+	ln -sf /lib/systemd/system/appliance-api-sync.timer \
+		$(DESTDIR)$(SYSCONFDIR)/systemd/system/timers.target.wants/appliance-api-sync.timer
 	sed 's|@PREFIX@|$(PREFIX)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' conf/lighttpd-drop-in.conf \
 		> $(DESTDIR)/lib/systemd/system/lighttpd.service.d/appliance-api.conf
 	install -D -m 0644 conf/sysctl.conf $(DESTDIR)$(SYSCONFDIR)/sysctl.d/60-appliance-api.conf

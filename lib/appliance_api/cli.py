@@ -145,7 +145,8 @@ def vrrp_notify(config, arguments):
 
 
 def sync(config, arguments):
-    """One pull from the active node, on a standby (the timer runs it)."""
+    """Finish the changes a killed request left, then, on a standby, one pull
+    from the active node (the timer runs it every 10 s on every node)."""
     from . import sync as sync_module
 
     print(sync_module.run(config))
@@ -157,7 +158,7 @@ def _control(config, arguments, action):
     """start, stop or reload the instance's daemons (or one), under the same
     change slot, transition check and instance lock as the API's changes."""
     from .errors import ClusterTransition
-    from .services import render_from_template
+    from .services import caught_up, render_from_template
     from .system.daemons import DaemonFailed, daemon_for
     from .system.locks import instance_lock
     from .system.slots import change_slot
@@ -180,6 +181,7 @@ def _control(config, arguments, action):
                 if action == "stop":
                     print(daemon.killed_message() if daemon.stop()
                           else "%s daemon %s was not running." % (service, instance.id))
+                    caught_up(instance, service)
                 elif action == "start" and process is not None:
                     print("%s daemon for %s already running (pid %d)"
                           % (service, instance.id, process.pid))
@@ -190,6 +192,7 @@ def _control(config, arguments, action):
                 else:
                     render_from_template(daemon)
                     print(daemon.apply())
+                    caught_up(instance, service)
             except DaemonFailed as failure:
                 print("octctl %s: %s" % (action, failure), file=sys.stderr)
                 if failure.output.strip():
@@ -245,8 +248,8 @@ COMMANDS = {
                        False),
     "vrrp-notify": (vrrp_notify, "record the state keepalived entered (its notify script)",
                     False),
-    "sync": (sync, "on a standby, pull the active node's configuration (the timer runs it)",
-             False),
+    "sync": (sync, "finish changes a killed request left; on a standby, pull the active "
+                   "node's configuration (the timer runs it)", False),
 }
 
 

@@ -52,7 +52,7 @@ def put_config(instance, service, template, config):
 
     old_template, old_rendered = files.read(template_path), files.read(rendered_path)
     was_running = daemon.process() is not None
-    with _reload_pending(instance):
+    with _reload_pending(instance, [service]):
         with appliance_lock(config.state_dir):
             view = sharedstate.ApplianceView(config)
             view.refuse_shared_listeners(instance, service, scan)
@@ -90,6 +90,7 @@ def delete_config(instance, service, config):
     catch_up(instance, config)  # the other daemon, left behind by a killed change
     daemon = daemon_for(service, instance, config)
     stopped = daemon.stop()
+    caught_up(instance, service)
     with appliance_lock(config.state_dir):
         for path in (instance.template(service), instance.rendered(service)):
             files.remove(path)
@@ -129,7 +130,7 @@ def replace_file(instance, path, data, config, mode=0o644, services=SERVICES,
             lines += _swap_if_not_served(instance, path, data, config)
         return lines  # unchanged content: the daemons already run it
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with _reload_pending(instance):
+    with _reload_pending(instance, _running(instance, config, services)):
         files.write_atomic(path, data, mode)
         return lines + _reload_or_restore(instance, path, old, config, mode, services,
                                           data if certificate else None)
@@ -145,47 +146,79 @@ def _swap_if_not_served(instance, path, data, config):
     return [daemon.replace_certificate(os.path.abspath(path), data) or daemon.apply()]
 
 
+def _running(instance, config, services):
+    return [s for s in services if daemon_for(s, instance, config).process() is not None]
+
+
+# <instance>/reload.pending names, a line each, the services whose daemons
+# may not run what is stored: a change names the ones it will start or
+# reload before it writes a file they read, and takes each off once it has
+# run it or rolled back. A request killed in between (SIGKILL: a SIGTERM
+# waits for the change) leaves them named, and catch_up runs them.
+
 @contextlib.contextmanager
-def _reload_pending(instance):
-    """Mark the instance while its stored files are ahead of its running
-    daemons: from before a file they read is written until they have read it,
-    or the change has been rolled back. A request killed in between (SIGKILL:
-    a SIGTERM waits for the change) leaves the mark, and catch_up acts on it."""
-    files.write_atomic(instance.reload_pending, b"", durable=False)
+def _reload_pending(instance, services):
+    _mark_behind(instance, _behind(instance) | set(services))
     try:
         yield
-    except Conflict:
-        files.remove(instance.reload_pending)  # rolled back: they run what is stored
+    except Conflict:  # rolled back: they run the restored files
+        _mark_behind(instance, _behind(instance) - set(services))
         raise
-    files.remove(instance.reload_pending)
+    _mark_behind(instance, _behind(instance) - set(services))
+
+
+def _behind(instance):
+    data = files.read(instance.reload_pending)
+    return set(data.decode("ascii", "replace").split()) & set(SERVICES) if data else set()
+
+
+def _mark_behind(instance, services):
+    if services:
+        text = "".join(service + "\n" for service in SERVICES if service in services)
+        files.write_atomic(instance.reload_pending, text.encode(), durable=False)
+    else:
+        files.remove(instance.reload_pending)
+
+
+def caught_up(instance, service):
+    """service's daemon runs what is stored now, or was stopped on purpose
+    (octctl start, reload, stop; a config DELETE): not behind any more."""
+    behind = _behind(instance)
+    if service in behind:
+        _mark_behind(instance, behind - {service})
 
 
 def catch_up(instance, config):
-    """Reload the running daemons of an instance a killed change left behind
-    its stored files (its mark is there); the answer's lines. Every change of
-    the instance calls it first, under the instance's lock, and so does the
-    standby's sync run; without the mark it costs one stat."""
-    if not os.path.exists(instance.reload_pending):
+    """Start or reload the daemons a killed change left behind its stored
+    files; the answer's lines. Every change of the instance calls it first,
+    under the instance's lock, and so does every sync run (octctl sync, every
+    10 s on each node); with nothing marked it costs one failed open. A
+    daemon that still fails stays marked and says so in a line: the change
+    under way goes on, and may be the one that mends it."""
+    behind = _behind(instance)
+    if not behind:
         return []
     lines = []
-    for service in SERVICES:
+    for service in [s for s in SERVICES if s in behind]:
         daemon = daemon_for(service, instance, config)
-        if daemon.process() is None:
+        if not os.path.exists(instance.template(service)):
+            behind.discard(service)  # its config is gone: nothing to run
             continue
         render_from_template(daemon)  # a config PUT killed between its two renames
         try:
             lines.append(daemon.apply())
+            behind.discard(service)
         except DaemonFailed as failure:
-            raise Conflict("An interrupted change could not be completed: %s" % failure,
-                           failure.output)
-    files.remove(instance.reload_pending)
+            lines.append("%s daemon for %s still does not run its stored files: %s"
+                         % (service, instance.id, failure))
+    _mark_behind(instance, behind)
     return lines
 
 
 def remove_file(instance, path, config, services=SERVICES):
     lines = catch_up(instance, config)
     old = files.read(path)
-    with _reload_pending(instance):
+    with _reload_pending(instance, _running(instance, config, services)):
         files.remove(path)
         return lines + _reload_or_restore(instance, path, old, config, 0o644, services)
 

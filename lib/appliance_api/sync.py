@@ -85,6 +85,54 @@ def run(config):
 
 
 def _run_locked(config):
+    finished = _finish_interrupted(config)
+    summary = _sync_locked(config)
+    return "%s; %s" % (finished, summary) if finished else summary
+
+
+def _finish_interrupted(config):
+    """Changes killed between storing files and running them leave their
+    instance marked (services.catch_up): finish them here, on every node. No
+    request may come to do it: an active node's controller skips a
+    certificate whose ETag already matches, and a standby's files may
+    already match the active's. "" when there was nothing to finish."""
+    from .layout import RELOAD_PENDING_NAME, instances_dir, is_instance_id
+
+    base = instances_dir(config.state_dir)
+    try:
+        marked = sorted(name for name in os.listdir(base) if is_instance_id(name) and
+                        os.access(os.path.join(base, name, RELOAD_PENDING_NAME), os.F_OK))
+    except FileNotFoundError:
+        return ""
+    if not marked:
+        return ""
+    from .errors import HTTPError
+    from .services import catch_up
+    from .system.locks import instance_lock
+    from .system.slots import change_slot
+
+    if topology.transition_running(config.state_dir):
+        return "%d instances with an interrupted change: after the topology change" % len(
+            marked)
+    done, failed = 0, []
+    for name in marked:
+        instance = Instance(config.state_dir, name)
+        try:
+            with change_slot(config), instance_lock(instance, create=False):
+                lines = catch_up(instance, config)
+        except (HTTPError, OSError) as error:
+            failed.append("%s: %s" % (name, error))
+            continue
+        for line in lines:
+            if " still does not run " in line:
+                failed.append(line)
+            else:
+                done += 1
+    return "interrupted changes: %d daemons caught up, %d failing%s" % (
+        done, len(failed), "".join(" (%s)" % line for line in failed))
+
+
+def _sync_locked(config):
     from .appliance import holds_ha_ip, own_addresses
 
     stored = topology.load(config.state_dir)
@@ -116,8 +164,6 @@ def _run_locked(config):
     failing = {}
     deadline = started + config.number("sync", "budget")
     have = manifest.build(config)["instances"]
-    for instance in sorted(have):
-        _finish_interrupted(config, instance, failing, counter)
     # Deletions first, on every instance: a port or an address the active
     # moved from one config to another is free before the new one claims it.
     for instance in sorted(set(have)):
@@ -141,26 +187,6 @@ def _run_locked(config):
     return "synced from %s: %d of %d instances in step, %d changed, %d failing, %d requests" % (
         peers[0], in_step, len(wanted), len(counter.get("touched", ())), len(failing),
         counter["requests"])
-
-
-def _finish_interrupted(config, instance_id, failing, counter):
-    """A step killed between storing a file and reloading the daemons leaves
-    them behind it; the file already matches the active's, so no step would
-    reach them again. services.catch_up reloads them (one stat without the
-    mark the killed step left)."""
-    instance = Instance(config.state_dir, instance_id)
-    if not os.path.exists(instance.reload_pending):
-        return
-    from .errors import HTTPError
-    from .services import catch_up
-    from .system.locks import instance_lock
-
-    try:
-        with instance_lock(instance, create=False):
-            if catch_up(instance, config):
-                counter.setdefault("touched", set()).add(instance_id)
-    except HTTPError as error:
-        failing[instance_id] = error.reason
 
 
 def _deletions(instance, target, current):

@@ -320,15 +320,17 @@ def test_the_same_certificate_again_catches_haproxy_up(api, haproxy_tls_instance
 
 def test_the_same_certificate_again_catches_stunnel_up(api, tls_instance):
     """The same for stunnel, which cannot say what it serves: the killed
-    request left the instance marked (reload.pending, written before the
-    file), so the retry, or any change of the instance, reloads it first."""
+    request left stunnel named in the instance's reload.pending (written
+    before the file), so the retry, or any change of the instance, reloads
+    it first. (tests/unit/test_write_endpoints.py kills real requests there.)"""
     ca, url, port, stored = tls_instance
     instance = url.split("/")[2]
     pid = api.service_pid(instance, "stunnel")
     served = presented_certificate(port)
     certificate, der = listener_certificate(ca)
     mark = os.path.join(api.instances_dir, instance, "reload.pending")
-    with open(mark, "w"), open(stored, "wb") as file:  # what the killed request did
+    with open(mark, "w") as named, open(stored, "wb") as file:  # what the killed request did
+        named.write("stunnel\n")
         file.write(certificate)
     assert presented_certificate(port) == served
     reply = api.put(url, certificate)

@@ -292,8 +292,9 @@ def test_custom503_page(api, instance_id):
     # instance marked: the retry (the same bytes) reloads haproxy first.
     third_page = PAGE.replace(b"custom sorry page", b"third sorry page")
     folder = os.path.join(api.instances_dir, instance_id)
-    with open(os.path.join(folder, "reload.pending"), "w"), \
+    with open(os.path.join(folder, "reload.pending"), "w") as named, \
             open(os.path.join(folder, "custom503.http"), "wb") as file:
+        named.write("haproxy\n")
         file.write(third_page)
     assert http_get(port)[2] == b"second sorry page\n"
     reply = api.put("/instances/%s/custom503" % instance_id, third_page)

@@ -27,6 +27,8 @@ def test_installed_tree_serves_and_lighttpd_accepts_its_config(tmp_path):
     assert (root / "bin" / "octctl").stat().st_mode & 0o111
     timer = (dest / "lib/systemd/system/appliance-api-sync.timer").read_text()
     assert "OnUnitActiveSec=10s" in timer
+    assert os.readlink(dest / "etc/systemd/system/timers.target.wants/appliance-api-sync.timer") \
+        == "/lib/systemd/system/appliance-api-sync.timer"  # enabled: every node runs it
     sync_service = (dest / "lib/systemd/system/appliance-api-sync.service").read_text()
     assert "ExecStart=/usr/sbin/octctl --config /etc/appliance-api/appliance-api.ini sync" \
         in sync_service

@@ -436,11 +436,27 @@ def served_503(port):
             answer += data
 
 
-def test_a_standbys_sync_reloads_daemons_a_killed_step_left_behind(app, config, state_dir,
-                                                                   instance_id):
-    """A sync step killed between storing a page and the reload leaves the
-    stored page equal to the active's: no step reaches it again. The mark the
-    step left makes the next run reload haproxy (services.catch_up)."""
+def killed_after_storing(app, method, path, body=b""):
+    """Run a request in a child process that dies (os._exit) where it would
+    start or reload a daemon: its files stored, nothing run; what a SIGKILL
+    there leaves. The marking is the production code's own."""
+    from appliance_api.system import daemons
+
+    child = os.fork()
+    if child == 0:
+        try:
+            daemons.Daemon.apply = lambda *args, **kwargs: os._exit(9)
+            app.request(path, method=method, body=body, expect_errors=True)
+        finally:
+            os._exit(1)  # never reached a daemon
+    assert os.waitpid(child, 0)[1] >> 8 == 9
+
+
+def test_a_change_killed_before_its_reload_is_finished_by_the_next_sync_run(
+        app, config, state_dir, instance_id):
+    """No request need come: an active's controller skips a certificate
+    whose ETag matches, a standby's sync a file whose digest matches. The
+    sync run (every 10 s, every node) reloads the daemon the mark names."""
     from appliance_api import sync
 
     port = free_port()
@@ -449,15 +465,66 @@ def test_a_standbys_sync_reloads_daemons_a_killed_step_left_behind(app, config, 
                    (HAPROXY % port).encode()).status_int == 201
     instance = Instance(state_dir, instance_id)
     try:
-        assert served_503(port) == b"sorry\n"
-        with open(instance.reload_pending, "w"), open(instance.custom503, "wb") as page:
-            page.write(PAGE.replace(b"sorry", b"newer"))  # what the killed step did
-        assert served_503(port) == b"sorry\n"
-        failing, counter = {}, {}
-        sync._finish_interrupted(config, instance_id, failing, counter)
-        assert (failing, counter) == ({}, {"touched": {instance_id}})
+        killed_after_storing(app, "PUT", "/instances/%s/custom503" % instance_id,
+                             PAGE.replace(b"sorry", b"newer"))
+        with open(instance.reload_pending) as mark:
+            assert mark.read() == "haproxy\n"
+        assert app.get("/instances/%s/custom503" % instance_id).body == \
+            PAGE.replace(b"sorry", b"newer")
+        assert served_503(port) == b"sorry\n"  # stored, not run
+        line = sync.run(config)
+        assert line == ("interrupted changes: 1 daemons caught up, 0 failing; "
+                        "topology SINGLE: nothing to do (only a standby syncs)")
         assert served_503(port) == b"newer\n"
         assert not os.path.exists(instance.reload_pending)
-        sync._finish_interrupted(config, instance_id, failing, counter)  # one stat, no more
+        assert sync.run(config) == "topology SINGLE: nothing to do (only a standby syncs)"
     finally:
+        assert app.delete("/instances/" + instance_id).status_int == 200
+
+
+def test_a_killed_first_config_is_started_by_the_next_change(app, state_dir, instance_id):
+    port = free_port()
+    assert app.put("/instances/%s/custom503" % instance_id, PAGE).status_int == 201
+    killed_after_storing(app, "PUT", "/instances/%s/haproxy" % instance_id,
+                         (HAPROXY % port).encode())
+    instance = Instance(state_dir, instance_id)
+    try:
+        with open(instance.reload_pending) as mark:
+            assert mark.read() == "haproxy\n"
+        response = app.put("/instances/%s/custom503" % instance_id, PAGE)  # the same page
+        lines = response.text.splitlines()
+        assert lines[0] == "OK" and lines[1].startswith(
+            "haproxy daemon for %s started (pid " % instance_id)
+        assert served_503(port) == b"sorry\n"
+        assert not os.path.exists(instance.reload_pending)
+    finally:
+        assert app.delete("/instances/" + instance_id).status_int == 200
+
+
+def test_a_daemon_that_cannot_catch_up_does_not_block_the_change_that_mends_it(
+        app, state_dir, instance_id):
+    """A killed PUT stored a config its haproxy cannot run (a port taken
+    since): the next PUT, with a good config, is not refused for it."""
+    port = free_port()
+    assert app.put("/instances/%s/custom503" % instance_id, PAGE).status_int == 201
+    assert app.put("/instances/%s/haproxy" % instance_id,
+                   (HAPROXY % port).encode()).status_int == 201
+    instance = Instance(state_dir, instance_id)
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        killed_after_storing(app, "PUT", "/instances/%s/haproxy" % instance_id,
+                             (HAPROXY % taken.getsockname()[1]).encode())
+        good = free_port()
+        response = app.put("/instances/%s/haproxy" % instance_id, (HAPROXY % good).encode())
+        assert response.status_int == 201, response.text
+        lines = response.text.splitlines()
+        assert lines[1].startswith("haproxy daemon for %s still does not run its stored "
+                                   "files: " % instance_id)
+        assert lines[-1].startswith("haproxy daemon for %s reloaded (pid " % instance_id)
+        assert served_503(good) == b"sorry\n"  # the good config runs
+        assert not os.path.exists(instance.reload_pending)
+    finally:
+        taken.close()
         assert app.delete("/instances/" + instance_id).status_int == 200
