@@ -16,6 +16,7 @@ def describe(instance, config):
     report = {"id": instance.id, "status": state, "services": {}, "service_ips": [],
               "certificates": [], "custom503": os.path.exists(instance.custom503)}
     service_ips = set()
+    behind = instance.behind()
     for service, pid in states:
         template = files.read(instance.template(service)).decode("utf-8", "replace")
         scan = sharedstate.scan_template(instance, service, template, config)
@@ -24,7 +25,8 @@ def describe(instance, config):
         report["services"][service] = {
             "running": pid is not None, "pid": pid,
             "listeners": [str(listener) for listener in scan.listeners],
-            "last_reload": outcome.decode("utf-8", "replace").strip() if outcome else None}
+            "last_reload": outcome.decode("utf-8", "replace").strip() if outcome else None,
+            "behind_stored_files": service in behind}
     report["service_ips"] = sorted(service_ips)
     for name in instance.certificate_names():
         report["certificates"].append(dict(name=name, **certificate_facts(
@@ -59,6 +61,9 @@ def as_text(report):
         lines.append("  listens on  %s" % (" ".join(facts["listeners"]) or "-"))
         lines.append("  last reload %s" % (facts["last_reload"] or "- (none since the "
                                                                   "API recorded them)"))
+        if facts["behind_stored_files"]:
+            lines.append("  not yet running the stored files: a change was interrupted "
+                         "(the next change or octctl sync runs them)")
     lines.append("service IPs   %s" % (" ".join(report["service_ips"]) or "-"))
     lines.append("custom 503    %s" % ("yes" if report["custom503"] else "no"))
     lines.append("certificates  %s" % ("" if report["certificates"] else "-"))

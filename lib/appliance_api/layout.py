@@ -145,6 +145,16 @@ class Instance:
     def reload_pending(self):
         return self.dir + "/" + RELOAD_PENDING_NAME
 
+    def behind(self):
+        """The services whose daemons a change left behind the stored files
+        (named in reload.pending, services.catch_up)."""
+        try:
+            with open(self.reload_pending, "rb") as file:
+                named = file.read().decode("ascii", "replace").split()
+        except FileNotFoundError:
+            return set()
+        return set(named) & set(SERVICES)
+
     @property
     def master_socket(self):
         return self.dir + "/" + MASTER_SOCKET_NAME

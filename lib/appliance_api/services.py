@@ -158,18 +158,13 @@ def _running(instance, config, services):
 
 @contextlib.contextmanager
 def _reload_pending(instance, services):
-    _mark_behind(instance, _behind(instance) | set(services))
+    _mark_behind(instance, instance.behind() | set(services))
     try:
         yield
     except Conflict:  # rolled back: they run the restored files
-        _mark_behind(instance, _behind(instance) - set(services))
+        _mark_behind(instance, instance.behind() - set(services))
         raise
-    _mark_behind(instance, _behind(instance) - set(services))
-
-
-def _behind(instance):
-    data = files.read(instance.reload_pending)
-    return set(data.decode("ascii", "replace").split()) & set(SERVICES) if data else set()
+    _mark_behind(instance, instance.behind() - set(services))
 
 
 def _mark_behind(instance, services):
@@ -183,7 +178,7 @@ def _mark_behind(instance, services):
 def caught_up(instance, service):
     """service's daemon runs what is stored now, or was stopped on purpose
     (octctl start, reload, stop; a config DELETE): not behind any more."""
-    behind = _behind(instance)
+    behind = instance.behind()
     if service in behind:
         _mark_behind(instance, behind - {service})
 
@@ -195,7 +190,7 @@ def catch_up(instance, config):
     10 s on each node); with nothing marked it costs one failed open. A
     daemon that still fails stays marked and says so in a line: the change
     under way goes on, and may be the one that mends it."""
-    behind = _behind(instance)
+    behind = instance.behind()
     if not behind:
         return []
     lines = []

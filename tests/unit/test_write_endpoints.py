@@ -482,7 +482,10 @@ def test_a_change_killed_before_its_reload_is_finished_by_the_next_sync_run(
         assert app.delete("/instances/" + instance_id).status_int == 200
 
 
-def test_a_killed_first_config_is_started_by_the_next_change(app, state_dir, instance_id):
+def test_a_killed_first_config_is_started_by_the_next_change(app, config, state_dir,
+                                                             instance_id):
+    from appliance_api.instance_report import as_text, describe
+
     port = free_port()
     assert app.put("/instances/%s/custom503" % instance_id, PAGE).status_int == 201
     killed_after_storing(app, "PUT", "/instances/%s/haproxy" % instance_id,
@@ -491,12 +494,16 @@ def test_a_killed_first_config_is_started_by_the_next_change(app, state_dir, ins
     try:
         with open(instance.reload_pending) as mark:
             assert mark.read() == "haproxy\n"
+        assert describe(instance, config)["services"]["haproxy"]["behind_stored_files"]
+        assert "  not yet running the stored files: a change was interrupted (the next " \
+            "change or octctl sync runs them)" in as_text(describe(instance, config))
         response = app.put("/instances/%s/custom503" % instance_id, PAGE)  # the same page
         lines = response.text.splitlines()
         assert lines[0] == "OK" and lines[1].startswith(
             "haproxy daemon for %s started (pid " % instance_id)
         assert served_503(port) == b"sorry\n"
         assert not os.path.exists(instance.reload_pending)
+        assert not describe(instance, config)["services"]["haproxy"]["behind_stored_files"]
     finally:
         assert app.delete("/instances/" + instance_id).status_int == 200
 
