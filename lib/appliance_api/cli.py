@@ -151,7 +151,8 @@ def sync(config, arguments):
 
     print(sync_module.run(config))
     state = sync_module.load_state(config.state_dir)
-    return 1 if state.get("failing") or state.get("error") else 0
+    return 1 if state.get("failing") or state.get("error") or \
+        state.get("interrupted_failing") else 0
 
 
 def _control(config, arguments, action):

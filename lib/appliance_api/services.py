@@ -70,6 +70,7 @@ def put_config(instance, service, template, config):
                 raise
         try:
             lines.append(daemon.apply())
+            caught_up(instance, service)
         except BaseException as error:
             with appliance_lock(config.state_dir):
                 files.restore(template_path, old_template)
@@ -87,10 +88,10 @@ def put_config(instance, service, template, config):
 
 
 def delete_config(instance, service, config):
+    caught_up(instance, service)  # about to stop: nothing to run first
     catch_up(instance, config)  # the other daemon, left behind by a killed change
     daemon = daemon_for(service, instance, config)
     stopped = daemon.stop()
-    caught_up(instance, service)
     with appliance_lock(config.state_dir):
         for path in (instance.template(service), instance.rendered(service)):
             files.remove(path)
@@ -151,20 +152,31 @@ def _running(instance, config, services):
 
 
 # <instance>/reload.pending names, a line each, the services whose daemons
-# may not run what is stored: a change names the ones it will start or
-# reload before it writes a file they read, and takes each off once it has
-# run it or rolled back. A request killed in between (SIGKILL: a SIGTERM
-# waits for the change) leaves them named, and catch_up runs them.
+# may not run what is stored. A change names the ones it will start or
+# reload before it writes a file they read; once it has run them, or rolled
+# back, it takes off the names it added, and a full start or reload takes
+# off its own (caught_up). A name an earlier change left stays until then:
+# a certificate swapped in haproxy's memory is not its stored config. A
+# request killed in between (SIGKILL: a SIGTERM waits for the change) leaves
+# its names, and catch_up runs them.
 
 @contextlib.contextmanager
 def _reload_pending(instance, services):
-    _mark_behind(instance, instance.behind() | set(services))
+    added = set(services) - instance.behind()
+    if added:
+        _mark_behind(instance, instance.behind() | added)
     try:
         yield
     except Conflict:  # rolled back: they run the restored files
-        _mark_behind(instance, instance.behind() - set(services))
+        _drop(instance, added)
         raise
-    _mark_behind(instance, instance.behind() - set(services))
+    _drop(instance, added)
+
+
+def _drop(instance, services):
+    behind = instance.behind()
+    if behind & services:
+        _mark_behind(instance, behind - services)
 
 
 def _mark_behind(instance, services):
@@ -176,11 +188,9 @@ def _mark_behind(instance, services):
 
 
 def caught_up(instance, service):
-    """service's daemon runs what is stored now, or was stopped on purpose
-    (octctl start, reload, stop; a config DELETE): not behind any more."""
-    behind = instance.behind()
-    if service in behind:
-        _mark_behind(instance, behind - {service})
+    """service's daemon runs what is stored now (a start or reload), or was
+    stopped on purpose (octctl stop, a config DELETE): not behind any more."""
+    _drop(instance, {service})
 
 
 def catch_up(instance, config):
@@ -228,6 +238,8 @@ def _reload_or_restore(instance, path, old, config, mode, services, certificate=
                     and hasattr(daemon, "replace_certificate"):
                 swapped = daemon.replace_certificate(os.path.abspath(path), certificate)
             lines.append(swapped or daemon.apply())
+            if not swapped:
+                caught_up(instance, daemon.name)
             done.append(daemon)
     except BaseException as error:
         files.restore(path, old, mode)
@@ -262,6 +274,7 @@ def _bring_back(daemon, was_running):
     try:
         if was_running:
             daemon.apply(keep_outcome=False)
+            caught_up(daemon.instance, daemon.name)
         elif daemon.process() is not None:
             daemon.stop()
     except DaemonFailed as failure:

@@ -92,10 +92,12 @@ def _run_locked(config):
 
 def _finish_interrupted(config):
     """Changes killed between storing files and running them leave their
-    instance marked (services.catch_up): finish them here, on every node. No
-    request may come to do it: an active node's controller skips a
-    certificate whose ETag already matches, and a standby's files may
-    already match the active's. "" when there was nothing to finish."""
+    daemons named in the instance's reload.pending (services.catch_up):
+    finish them here, on every node. No request may come to do it: an active
+    node's controller skips a certificate whose ETag already matches, and a
+    standby's files may already match the active's. "" when there was
+    nothing to finish. What still fails is kept in sync-state.json
+    (interrupted_failing): `octctl sync` then exits 1."""
     from .layout import RELOAD_PENDING_NAME, instances_dir, is_instance_id
 
     base = instances_dir(config.state_dir)
@@ -103,10 +105,12 @@ def _finish_interrupted(config):
         marked = sorted(name for name in os.listdir(base) if is_instance_id(name) and
                         os.access(os.path.join(base, name, RELOAD_PENDING_NAME), os.F_OK))
     except FileNotFoundError:
-        return ""
+        marked = []
+    state = load_state(config.state_dir)
     if not marked:
+        if state.pop("interrupted_failing", None) is not None:
+            store_state(config.state_dir, state)
         return ""
-    from .errors import HTTPError
     from .services import catch_up
     from .system.locks import instance_lock
     from .system.slots import change_slot
@@ -114,22 +118,29 @@ def _finish_interrupted(config):
     if topology.transition_running(config.state_dir):
         return "%d instances with an interrupted change: after the topology change" % len(
             marked)
-    done, failed = 0, []
+    # Half the sync's budget, so that a standby's pull still gets its turn.
+    deadline = time.time() + config.number("sync", "budget") / 2
+    done, failing = 0, {}
     for name in marked:
+        if time.time() > deadline:
+            failing[name] = "not reached: left for the next run"
+            continue
         instance = Instance(config.state_dir, name)
         try:
             with change_slot(config), instance_lock(instance, create=False):
                 lines = catch_up(instance, config)
-        except (HTTPError, OSError) as error:
-            failed.append("%s: %s" % (name, error))
+        except Exception as error:  # one instance's trouble must not stop the others
+            failing[name] = "%s: %s" % (type(error).__name__, error)
             continue
         for line in lines:
             if " still does not run " in line:
-                failed.append(line)
+                failing[name] = line
             else:
                 done += 1
-    return "interrupted changes: %d daemons caught up, %d failing%s" % (
-        done, len(failed), "".join(" (%s)" % line for line in failed))
+    state["interrupted_failing"] = failing
+    store_state(config.state_dir, state)
+    return "interrupted changes: %d daemons caught up, %d instances failing%s" % (
+        done, len(failing), "".join(" (%s: %s)" % item for item in sorted(failing.items())))
 
 
 def _sync_locked(config):

@@ -442,6 +442,9 @@ def killed_after_storing(app, method, path, body=b""):
     there leaves. The marking is the production code's own."""
     from appliance_api.system import daemons
 
+    import signal
+    import time
+
     child = os.fork()
     if child == 0:
         try:
@@ -449,7 +452,16 @@ def killed_after_storing(app, method, path, body=b""):
             app.request(path, method=method, body=body, expect_errors=True)
         finally:
             os._exit(1)  # never reached a daemon
-    assert os.waitpid(child, 0)[1] >> 8 == 9
+    deadline = time.monotonic() + 30
+    while True:
+        pid, status = os.waitpid(child, os.WNOHANG)
+        if pid:
+            assert os.WEXITSTATUS(status) == 9, "the request never reached a daemon"
+            return
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            raise AssertionError("the request hung")
+        time.sleep(0.01)
 
 
 def test_a_change_killed_before_its_reload_is_finished_by_the_next_sync_run(
@@ -473,7 +485,7 @@ def test_a_change_killed_before_its_reload_is_finished_by_the_next_sync_run(
             PAGE.replace(b"sorry", b"newer")
         assert served_503(port) == b"sorry\n"  # stored, not run
         line = sync.run(config)
-        assert line == ("interrupted changes: 1 daemons caught up, 0 failing; "
+        assert line == ("interrupted changes: 1 daemons caught up, 0 instances failing; "
                         "topology SINGLE: nothing to do (only a standby syncs)")
         assert served_503(port) == b"newer\n"
         assert not os.path.exists(instance.reload_pending)
@@ -535,3 +547,61 @@ def test_a_daemon_that_cannot_catch_up_does_not_block_the_change_that_mends_it(
     finally:
         taken.close()
         assert app.delete("/instances/" + instance_id).status_int == 200
+
+
+def test_a_refused_change_keeps_the_name_an_earlier_killed_one_left(app, config, state_dir,
+                                                                    instance_id):
+    """A killed first config (its port taken since) stays named when the next
+    config PUT is refused too: nothing runs it yet, and the sync run after
+    the port is free starts it."""
+    from appliance_api import sync
+
+    assert app.put("/instances/%s/custom503" % instance_id, PAGE).status_int == 201
+    instance = Instance(state_dir, instance_id)
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        killed_after_storing(app, "PUT", "/instances/%s/haproxy" % instance_id,
+                             (HAPROXY % port).encode())
+        assert instance.behind() == {"haproxy"}
+        response = app.put("/instances/%s/haproxy" % instance_id,
+                           (HAPROXY % port).replace("maxconn 64", "maxconn 65").encode(),
+                           expect_errors=True)
+        assert response.status_int == 409, response.text
+        assert instance.behind() == {"haproxy"}
+        taken.close()
+        line = sync.run(config)
+        assert line.startswith("interrupted changes: 1 daemons caught up, 0 instances failing")
+        assert served_503(port) == b"sorry\n"
+        assert instance.behind() == set()
+    finally:
+        taken.close()
+        assert app.delete("/instances/" + instance_id).status_int == 200
+
+
+def test_a_certificate_swapped_in_memory_does_not_catch_haproxy_up(running_haproxy, config,
+                                                                   monkeypatch):
+    """haproxy named behind its stored config, whose catch-up fails: a
+    certificate then swapped in its memory leaves it named."""
+    from appliance_api.system import daemons
+
+    instance, _reloads = running_haproxy
+    with open(instance.reload_pending, "w") as mark:
+        mark.write("haproxy\n")
+
+    def refuse(self, keep_outcome=True):
+        raise daemons.DaemonFailed("haproxy failed to reload")
+
+    monkeypatch.setattr(daemons.Haproxy, "apply", refuse)
+    path = os.path.abspath(instance.certificate("x.pem"))
+    monkeypatch.setattr(daemons, "master_cli", FakeMasterCli([path], {
+        "@1 set ssl cert": "Transaction created for certificate %s!\n" % path,
+        "@1 commit ssl cert": "Committing %s.\nSuccess!\n" % path}))
+    lines = put_swapped(instance, b"new bundle\n", config)
+    assert lines == ["haproxy daemon for %s still does not run its stored files: haproxy "
+                     "failed to reload" % instance.id,
+                     "haproxy daemon for %s took x.pem without a reload (pid 4242)"
+                     % instance.id]
+    assert instance.behind() == {"haproxy"}
