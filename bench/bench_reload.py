@@ -298,6 +298,19 @@ def make_listener_cert(ca_cert, ca_key):
 
 # --- one phase: a baseline load, then a load with reloads -----------------------
 
+def certificate_phase(name, site, request, port, cert_path, args, ca, put):
+    """A phase of certificate changes: reloads + 2 fresh certificates, two
+    untimed PUTs to calibrate, then one timed PUT each. (the phase, the
+    certificates the timed PUTs uploaded: [(PEM, fingerprint)])."""
+    certificates = [make_listener_cert(*ca) for _ in range(args.reloads + 2)]
+    calibration = [put_ok(site, cert_path, pem, "calibration")[1]
+                   for pem, _f in certificates[:2]]
+    phase = run_phase(name, site, request, port, cert_path,
+                      [pem for pem, _f in certificates[2:]], args, calibration)
+    phase["put"] = put
+    return phase, certificates[2:]
+
+
 def run_phase(name, site, request, port, put_path, bodies, args, calibration):
     """Baseline load, then the paced load while bodies are PUT. A dict of figures."""
     result = {"name": name}
@@ -523,15 +536,11 @@ def main(argv=None):
             status, body, _ = tls_request(stunnel_port, 5)
             if status != 200 or body != b"ok\n":
                 raise RuntimeError("stunnel answered HTTP %d %r" % (status, body))
-            log("generating %d certificates" % (args.reloads + 2))
-            certificates = [make_listener_cert(ca_cert, ca_key) for _ in range(args.reloads + 2)]
-            calibration = [put_ok(site, cert_path, certificates[i][0], "calibration")[1]
-                           for i in range(2)]
             stunnel_before = read_pid(stunnel_pid_file)
             master_before = read_pid(haproxy_pid_file)
-            phase = run_phase("stunnel (TLS)", site, tls_request, stunnel_port, cert_path,
-                              [pem for pem, _f in certificates[2:]], args, calibration)
-            phase["put"] = "PUT /instances/<id>/certificates/localhost.pem"
+            phase, certificates = certificate_phase(
+                "stunnel (TLS)", site, tls_request, stunnel_port, cert_path, args,
+                (ca_cert, ca_key), "PUT /instances/<id>/certificates/localhost.pem")
             phases.append(phase)
             stunnel_after = read_pid(stunnel_pid_file)
             master_after = read_pid(haproxy_pid_file)
@@ -541,7 +550,7 @@ def main(argv=None):
             pids.append(("haproxy master (certificate phase)", master_before, master_after,
                          "a certificate PUT reloads haproxy too; workers now %s"
                          % _pids(children(master_after))))
-            uploaded = [f for _p, f in certificates[2:]]
+            uploaded = [f for _p, f in certificates]
             seen = phase["load"].peers
             lags = [seen[f] - put[1] for f, put in zip(uploaded, phase["reloads"].puts)
                     if f in seen]
@@ -581,35 +590,28 @@ def main(argv=None):
             log("haproxy (TLS) up: " + " | ".join(text.splitlines()))
             context = ssl.create_default_context(cafile=os.path.join(pki_dir, "ca.pem"))
             tls_request = tls_requester(context)
-            certificates = [make_listener_cert(ca_cert, ca_key) for _ in range(args.reloads + 2)]
-            calibration = [put_ok(site, cert_path, certificates[i][0], "calibration")[1]
-                           for i in range(2)]
             tls_pid_file = os.path.join(site.instances_dir, tls_id, "haproxy.pid")
             master_before = read_pid(tls_pid_file)
             workers_before = children(master_before)
-            phase = run_phase("haproxy (TLS)", site, tls_request, tls_port, cert_path,
-                              [pem for pem, _f in certificates[2:]], args, calibration)
-            phase["put"] = "PUT /instances/<id>/certificates/localhost.pem (haproxy TLS)"
+            phase, certificates = certificate_phase(
+                "haproxy (TLS)", site, tls_request, tls_port, cert_path, args,
+                (ca_cert, ca_key), "PUT /instances/<id>/certificates/localhost.pem (haproxy TLS)")
             phases.append(phase)
             master_after = read_pid(tls_pid_file)
             pids.append(("haproxy master (TLS phase)", master_before, master_after,
                          "runtime API: workers before %s, after %s (no reload: the same)"
                          % (_pids(workers_before), _pids(children(master_after)))))
-            notes.append(serves_the_last("haproxy", phase, certificates[2:],
+            notes.append(serves_the_last("haproxy", phase, certificates,
                                          tls_request(tls_port, 5)[2]))
             # The same by master-worker reload: [daemons] swap_certificates = no.
             with open(site.api_config, "a") as file:
                 file.write("[daemons]\nswap_certificates = no\n")
-            more = [make_listener_cert(ca_cert, ca_key) for _ in range(args.reloads + 2)]
-            calibration = [put_ok(site, cert_path, more[i][0], "calibration")[1]
-                           for i in range(2)]
-            reload_phase = run_phase("haproxy (TLS, reload)", site, tls_request, tls_port,
-                                     cert_path, [pem for pem, _f in more[2:]], args,
-                                     calibration)
-            reload_phase["put"] = ("PUT /instances/<id>/certificates/localhost.pem "
-                                   "(haproxy TLS, reload)")
+            reload_phase, more = certificate_phase(
+                "haproxy (TLS, reload)", site, tls_request, tls_port, cert_path, args,
+                (ca_cert, ca_key), "PUT /instances/<id>/certificates/localhost.pem "
+                "(haproxy TLS, reload)")
             phases.append(reload_phase)
-            notes.append(serves_the_last("haproxy, by reload,", reload_phase, more[2:],
+            notes.append(serves_the_last("haproxy, by reload,", reload_phase, more,
                                          tls_request(tls_port, 5)[2]))
             log("haproxy (TLS) phase done (%.0f s)" % (time.monotonic() - started))
         report(phases, pids, notes, args, started)

@@ -34,18 +34,26 @@ def presented_certificate(port):
             return tls.getpeercert(binary_form=True)
 
 
-@pytest.fixture
-def tls_instance(api, backend, instance_id):
+def tls_ended_by(api, instance_id, service, template):
+    """The instance's service ends TLS on a free port with a first
+    localhost.pem of a tenant CA of its own: (the CA, the certificate's URL,
+    the port). template(port) is the service's config."""
     ca = pki_tool.make_ca("tenant CA")
     first, first_der = listener_certificate(ca)
     url = "/instances/%s/certificates/localhost.pem" % instance_id
     assert api.put(url, first).status == 201
     port = free_port()
-    template = ("[tls]\naccept = {MYIP}:%d\nconnect = 127.0.0.1:%d\n"
-                "cert = {INSTANCE_DIR}/certificates/localhost.pem\n" % (port, backend.port))
-    reply = api.put("/instances/%s/stunnel" % instance_id, template)
+    reply = api.put("/instances/%s/%s" % (instance_id, service), template(port))
     assert reply.status == 201, reply
     assert presented_certificate(port) == first_der
+    return ca, url, port
+
+
+@pytest.fixture
+def tls_instance(api, backend, instance_id):
+    ca, url, port = tls_ended_by(api, instance_id, "stunnel", lambda port: (
+        "[tls]\naccept = {MYIP}:%d\nconnect = 127.0.0.1:%d\n"
+        "cert = {INSTANCE_DIR}/certificates/localhost.pem\n" % (port, backend.port)))
     return ca, url, port, os.path.join(api.instances_dir, instance_id, "certificates",
                                        "localhost.pem")
 
@@ -130,17 +138,10 @@ def test_stunnel_reload_that_cannot_bind_is_rolled_back(api, backend, tls_instan
 
 @pytest.fixture
 def haproxy_tls_instance(api, backend, instance_id):
-    ca = pki_tool.make_ca("tenant CA")
-    first, first_der = listener_certificate(ca)
-    url = "/instances/%s/certificates/localhost.pem" % instance_id
-    assert api.put(url, first).status == 201
-    port = free_port()
-    template = haproxy_template(port, backend.port).replace(
-        "bind {MYIP}:%d\n" % port,
-        "bind {MYIP}:%d ssl crt {INSTANCE_DIR}/certificates/localhost.pem\n" % port)
-    reply = api.put("/instances/%s/haproxy" % instance_id, template)
-    assert reply.status == 201, reply
-    assert presented_certificate(port) == first_der
+    ca, url, port = tls_ended_by(api, instance_id, "haproxy", lambda port: haproxy_template(
+        port, backend.port).replace(
+            "bind {MYIP}:%d\n" % port,
+            "bind {MYIP}:%d ssl crt {INSTANCE_DIR}/certificates/localhost.pem\n" % port))
     return ca, url, port, instance_id
 
 
