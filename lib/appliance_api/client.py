@@ -215,7 +215,6 @@ class Appliance:
         self._connection = http.client.HTTPSConnection(self.address, port,
                                                        timeout=connect_timeout, context=context)
         self._lock = threading.Lock()
-        self._answer_lost = False
 
     def __repr__(self):
         return "<Appliance %s>" % self.name
@@ -354,11 +353,13 @@ class Appliance:
         request = "%s %s on %s" % (method, path, self.name)
         deadline = time.monotonic() + self.max_wait
         attempt = 0
-        self._answer_lost = False
+        # Whether an attempt of this call lost its answer: this call's own, as
+        # calls from other threads take turns on the connection meanwhile.
+        call = _Call()
         while True:
             attempt += 1
             try:
-                answer = self._attempt(method, path, body, headers or {})
+                answer = self._attempt(method, path, body, headers or {}, call)
             except _NotSent as problem:
                 failure = ConnectionFailed(str(problem), request, attempt)
                 delay = None
@@ -366,7 +367,7 @@ class Appliance:
                 if method not in IDEMPOTENT:
                     raise ConnectionFailed("%s; not retried: the appliance may have acted on it"
                                            % problem, request, attempt) from None
-                self._answer_lost = True
+                call.answer_lost = True
                 failure = ConnectionFailed(str(problem), request, attempt)
                 delay = None
             except _Hopeless as problem:
@@ -374,7 +375,7 @@ class Appliance:
             else:
                 if 200 <= answer.status < 300:
                     return answer
-                if answer.status == 404 and method == "DELETE" and self._answer_lost:
+                if answer.status == 404 and method == "DELETE" and call.answer_lost:
                     # The attempt whose answer was lost did the delete.
                     return Answer(200, answer.headers, b"OK\nalready deleted: the answer to "
                                   b"an earlier attempt was lost\n")
@@ -393,8 +394,9 @@ class Appliance:
                 self.on_retry(request, reason, delay)
             time.sleep(delay)
 
-    def _attempt(self, method, path, body, headers):
+    def _attempt(self, method, path, body, headers, call):
         """One exchange: an Answer of any status, or _NotSent, _NoAnswer or _Hopeless.
+        An answer lost on the way is marked in call (the request's _Call).
 
         lighttpd closes a connection idle for 5 s. One it already closed is
         seen before the request (it is readable) and replaced; one it closes
@@ -414,7 +416,7 @@ class Appliance:
             except _NoAnswer:
                 if not (reused and method in IDEMPOTENT):
                     raise
-                self._answer_lost = True
+                call.answer_lost = True
             return self._exchange(method, path, body, headers, False)
 
     def _exchange(self, method, path, body, headers, reused):
@@ -445,6 +447,14 @@ class Appliance:
             raise _Hopeless(_describe(error)) from None
         headers = {name.lower(): value for name, value in response.getheaders()}
         return Answer(response.status, headers, data)
+
+
+class _Call:
+    """One request() call's own state, across its attempts."""
+    __slots__ = ("answer_lost",)
+
+    def __init__(self):
+        self.answer_lost = False
 
 
 def _closed_by_peer(sock):

@@ -28,6 +28,7 @@ TEXT = "text/plain; charset=utf-8"
 # Answers a scripted appliance can give besides (status, body, headers).
 DROP = "drop"  # close the connection without answering
 SLOW = "slow"  # answer after 1 s
+GATED_DROP = "gated drop"  # wait for the server's gate to open, then DROP
 
 
 class Seen:
@@ -50,6 +51,9 @@ class ScriptedHandler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         self.server.seen.append(Seen(self, self.rfile.read(length)))
         answer = self.server.answers.pop(0) if self.server.answers else (200, "OK\n")
+        if answer == GATED_DROP:
+            self.server.gate.wait(5)
+            answer = DROP
         if answer == DROP:
             self.close_connection = True
             return
@@ -85,6 +89,7 @@ class ScriptedAppliance(http.server.ThreadingHTTPServer):
         self.context.load_verify_locations(pki.ca)
         self.context.verify_mode = ssl.CERT_REQUIRED
         self.answers, self.seen = [], []
+        self.gate = threading.Event()
         self.idle_timeout = None
         self.pki = pki
 
@@ -372,6 +377,54 @@ def test_a_delete_whose_answer_was_lost_is_done_when_the_retry_finds_nothing(app
     appliance_server.answers = [(404, "Not Found\n")]
     with pytest.raises(NotFound):
         appliance.delete_instance(INSTANCE)
+
+
+class SignallingLock:
+    """A lock that says when a thread starts waiting for it."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.waiting = threading.Event()
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            self.waiting.set()
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc_info):
+        return self.lock.__exit__(*exc_info)
+
+
+def test_another_threads_lost_answer_does_not_make_a_404_delete_done(appliance_server):
+    """Thread A's DELETE loses its answer and is retried while thread B's
+    DELETE of a missing instance waits for the connection: B's 404 stays a 404."""
+    appliance_server.answers = [(200, "OK\n"), GATED_DROP, (200, "OK\n"),
+                                (404, "Not Found\n")]
+    appliance = appliance_server.client()
+    appliance.instances()  # a kept-alive connection: A's drop is retried at once
+    appliance._lock = SignallingLock()
+    outcome = {}
+
+    def delete_other():
+        try:
+            outcome["b"] = appliance.delete_instance(OTHER)
+        except NotFound as error:
+            outcome["b"] = error
+
+    first = threading.Thread(target=lambda: outcome.update(a=appliance.delete_instance(INSTANCE)))
+    first.start()
+    while len(appliance_server.seen) < 2:  # A's DELETE is at the server, holding the lock
+        time.sleep(0.01)
+    second = threading.Thread(target=delete_other)
+    second.start()
+    assert appliance._lock.waiting.wait(5)  # B waits for the connection
+    appliance_server.gate.set()
+    first.join(10)
+    second.join(10)
+    assert outcome["a"] == ["OK"]
+    assert isinstance(outcome["b"], NotFound), outcome["b"]
+    assert [seen.path for seen in appliance_server.seen][1:] == [
+        "/instances/" + INSTANCE, "/instances/" + INSTANCE, "/instances/" + OTHER]
 
 
 def test_the_idle_check_works_past_descriptor_1024():
