@@ -50,6 +50,10 @@ DEFAULTS = {
         # (runtime API) rather than reloading it. Both drop no connection;
         # "no" is for comparison, or if an haproxy's runtime API misbehaves.
         "swap_certificates": "yes",
+        # haproxy -c runs as nobody, without network, seeing only a copy of
+        # the instance's files (system/confinement.py). Needs root and Linux
+        # namespaces; "no" only where those cannot be had.
+        "confine_checks": "yes",
     },
     "network": {
         # Put service IPs on the VIP interface and keep accounting rules for them.

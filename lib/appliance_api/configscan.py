@@ -1,59 +1,119 @@
-"""What a rendered config asks of the appliance, read strictly: the TCP
+r"""What a rendered config asks of the appliance, read strictly: the TCP
 listeners it opens and the files it names.
 
 The API must know for certain where a config listens (to refuse a port
 another instance holds, and to put its service IPs on the VIP interface)
-and which files it reads (to keep it inside its own instance folder, and to
-know when a certificate is in use). Rather than resolve every spelling the
-daemons accept (host names, quoting, environment variables), the rule is
-simple: a listener is a literal address, and anything else on a listening
-line is refused with a 409 that names the line.
+and which files it reads or creates (to keep it inside its own instance
+folder, and to know when a certificate is in use). The scan runs before any
+daemon sees the text, and reads each line as the daemon will:
+
+- haproxy: words as haproxy 2.6's parse_line() makes them (quotes, the
+  backslash escapes \\ \  \# \' \" \t \n \r \xHH, # comments; a line ends
+  at LF, CR or NUL). What the scan cannot read exactly as haproxy does is
+  refused with a 409 that names the line: environment references ("$NAME",
+  "${NAME-default}", which haproxy expands inside double quotes), the
+  .if/.elif/.else/.endif and .diag-style directives, [scope] lines, control
+  characters, and a NUL made by an escape.
+- stunnel 5.68: `key = value` lines (keys case-insensitive), ; and # comments;
+  it expands no variables (checked: "${PORT}" stays literal). `include`,
+  which reads configuration the scan never saw, is refused.
+
+Listeners must be literal:
 
     haproxy `bind` (any section) and `stats socket` on an address:
         ADDR:PORT[-PORT] with ADDR an IPv4 literal, [IPv6] (or bare IPv6),
         `*`, or empty; an optional ipv4@ ipv6@ tcp@ tcp4@ tcp6@ prefix;
-        unix sockets (`/path`, `unix@/path`, `abns@name`) open no TCP port.
+        unix sockets (`/path`, `unix@/path`) open no TCP port.
     stunnel `accept`: [ADDR:]PORT with ADDR as above.
 
-{MYIP} is already a literal in the rendered text. Quotes, escapes and
-variables are refused on those lines, since they change what the line means.
+Every file a daemon reads or creates is resolved as the daemon resolves it
+(crt-base, ca-base, key-base, the instance folder as working folder, ..
+and symbolic links as the kernel follows them) and judged by what it is for
+(FILE_RULES): TLS material only from the instance's certificates folder or
+the system CA certificates; pages only the instance's own (the 503 page) or
+Debian's haproxy error pages; sockets, pid files, maps and state files only
+in the instance folder, never on one of the API's own files.
+
+{MYIP} is already a literal in the rendered text.
 """
 import ipaddress
 import os
 import re
 
 from .errors import Conflict
-from .layout import MANAGED_NAMES
+from .layout import CERTIFICATES_NAME, CUSTOM503_NAME, MANAGED_NAMES
 
 TCP_PREFIXES = ("ipv4@", "ipv6@", "tcp@", "tcp4@", "tcp6@")
 SOCKET_PREFIXES = ("unix@", "abns@")
-# haproxy keywords after which a bind or server line names a file, and the
-# base (crt-base or ca-base) that a relative one is read from.
-HAPROXY_FILE_OPTIONS = {"crt": "crt-base", "crt-list": "crt-base", "ca-file": "ca-base",
-                        "crl-file": "ca-base", "ca-verify-file": "ca-base",
-                        "ca-sign-file": "ca-base", "ssl-dh-param-file": None}
-STUNNEL_FILE_OPTIONS = ("cert", "key", "cafile", "capath", "crlfile", "crlpath", "include")
+# Every section keyword of haproxy 2.6 (one list: handlers/listeners reads it too).
+HAPROXY_SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "peers",
+                    "resolvers", "userlist", "mailers", "cache", "ring", "program",
+                    "http-errors", "fcgi-app", "log-forward")
+# haproxy options (on bind, server and default-server lines) that name TLS
+# material, and the base (crt-base, ca-base) a relative one is read from.
+HAPROXY_TLS_OPTIONS = {"crt": "crt-base", "ca-file": "ca-base", "crl-file": "ca-base",
+                       "ca-verify-file": "ca-base", "ca-sign-file": "ca-base"}
+# Global keywords whose one argument is TLS material (a file or a folder of it).
+HAPROXY_TLS_KEYWORDS = ("ca-base", "crt-base", "key-base", "ssl-dh-param-file",
+                        "issuers-chain-path", "httpclient.ssl.ca-file")
+# Keywords whose argument (by position) is a file the daemon reads or writes
+# for itself: kept in the instance folder.
+HAPROXY_PRIVATE_FILE_KEYWORDS = {"pidfile": 1, "server-state-file": 1, "server-state-base": 1,
+                                 "server-state-file-name": 1, "h1-case-adjust-file": 1,
+                                 "backing-file": 1}
+# Rule actions that answer with a file's content.
+HAPROXY_PAGE_RULES = ("http-request", "http-response", "http-after-response", "http-error")
+HAPROXY_PAGE_OPTIONS = ("file", "lf-file", "errorfile")
+# Converters and actions whose first argument is a map or ACL file, loaded at start.
+HAPROXY_PATTERN_FILE = re.compile(r"(?:^|[^A-Za-z0-9_.-])((?:map|set-map|del-map|add-acl|del-acl)"
+                                  r"(?:_[a-z0-9_]+)?)\(([^,)]*)")
+# Lines whose address word (by position) may be a socket the daemon connects to.
+HAPROXY_CONNECTING = {"server": 2, "server-template": 3, "peer": 2, "mailer": 2,
+                      "nameserver": 2, "log": 1}
+STUNNEL_TLS_OPTIONS = ("cert", "key", "cafile", "capath", "crlfile", "crlpath", "pskSecrets")
+STUNNEL_PRIVATE_OPTIONS = ("pid", "output", "rndfile", "egd")
+STUNNEL_CONNECTING = ("connect", "redirect")
 # What would let a tenant's config run programs as root, or change how the
 # daemon resolves paths behind the API's back: refused outright.
 REFUSED_HAPROXY_KEYWORDS = {
     "program": "runs a program as root",
     "command": "runs a program as root",
     "external-check": "runs a program as root",
+    "insecure-fork-wanted": "lets the daemon run programs",
+    "insecure-setuid-wanted": "lets the daemon run programs",
     "lua-load": "loads code", "lua-load-per-thread": "loads code", "lua-prepend-path": "loads code",
+    "ssl-engine": "loads code", "ssl-provider": "loads code", "ssl-provider-path": "loads code",
     "default-path": "changes how relative paths are read",
+    "unix-bind": "changes how socket paths are read",
     "setenv": "sets variables that paths could use",
     "presetenv": "sets variables that paths could use",
     "resetenv": "changes the daemon's environment",
     "unsetenv": "changes the daemon's environment",
     "chroot": "moves the daemon's file system root",
 }
+# Options refused wherever they stand on a line.
+REFUSED_HAPROXY_OPTIONS = {
+    "external-check": "runs a program as root",
+    "namespace": "moves the socket into another network namespace",
+    "crt-list": "reads certificate paths from a file the API cannot check; name each "
+                "certificate with crt",
+}
 REFUSED_STUNNEL_OPTIONS = {"exec": "runs a program as root", "execargs": "runs a program as root",
+                           "pty": "runs a program as root",
+                           "engine": "loads code", "engineid": "loads code",
+                           "enginenum": "loads code", "enginectrl": "loads code",
+                           "enginedefault": "loads code",
+                           "include": "reads configuration the API has not checked",
                            "chroot": "moves the daemon's file system root"}
-# Outside the instance folder, a file option may name only these (read-only
-# system files: the syslog socket, the system CA bundle).
-SYSTEM_PATHS = ("/dev/log", "/dev/null", "/etc/ssl/certs/", "/usr/share/ca-certificates/",
-                "/usr/lib/ssl/certs/", "/etc/pki/tls/certs/")
-
+# Read-only system files a config may name outside its instance folder, by
+# what it uses them for. A folder ends with /.
+SYSTEM_CA_PATHS = ("/etc/ssl/certs/", "/usr/share/ca-certificates/", "/usr/lib/ssl/certs/",
+                   "/etc/pki/tls/certs/")
+SYSTEM_PAGE_PATHS = ("/etc/haproxy/errors/", "/dev/null")
+SYSTEM_SOCKETS = ("/dev/log",)
+# What a file reference is for, and where it may point (see Scan.check).
+TLS, PAGE, PRIVATE, SOCKET, CONNECT = "TLS material", "a page", "a file", "a socket", \
+    "a socket to connect to"
 
 def fill(template, instance_dir, management_address):
     """The template with {MYIP} and {INSTANCE_DIR} filled in: what runs, but
@@ -101,14 +161,32 @@ class Scan:
         self.service = service
         self.instance_dir = os.path.abspath(instance_dir)
         self.listeners = []
-        self.files = []  # (line number, absolute normalised path) of file options
-        self._path_words = []  # the same for every word with a slash in it
+        self.references = []  # (line number, absolute normalised path, what it is for)
+        self._path_words = []  # (line number, path) for every other word with a slash in it
         self.problems = []  # "line N: ..." for each line refused
+        self.section = None  # the haproxy section being read
+        self.bases = {}  # crt-base, ca-base and key-base as read so far
         reader = _scan_haproxy if service == "haproxy" else _scan_stunnel
-        reader(self, text)
+        for number, line in enumerate(text.split("\n"), 1):
+            why = _unreadable_characters(line)
+            if why:
+                self.refuse(number, line, why)
+            else:
+                reader(self, number, line.rstrip("\r"))
+
+    @property
+    def files(self):
+        """(line number, path) of every file the config names for a daemon."""
+        return [(number, path) for number, path, _purpose in self.references]
 
     def refuse(self, line_number, line, why):
-        self.problems.append("line %d: %s: %s" % (line_number, line.strip()[:200], why))
+        shown = "".join(c if c.isprintable() else "\\x%02x" % ord(c) if ord(c) < 256
+                        else "\\u%04x" % ord(c) for c in line.strip()[:200])
+        self.problems.append("line %d: %s: %s" % (line_number, shown, why))
+
+    def refer(self, line_number, path, purpose, base=None):
+        self.references.append((line_number, _absolute(path, base or self.instance_dir),
+                                purpose))
 
     def service_ips(self, management_address):
         return {ip for ip in (l.service_ip(management_address) for l in self.listeners) if ip}
@@ -120,155 +198,234 @@ class Scan:
                    for _line, named in self.files)
 
     def check(self, state_dir):
-        """Conflict (409, one line per problem) unless every listener is certain and
-        every file the config names is outside the state folder or inside this
-        instance's own folder, and not one of the API's own files there."""
+        """Conflict (409, one line per problem) unless every line was read with
+        certainty, every listener is literal, and every file the config names
+        is where FILE_RULES lets it be for what it is."""
         problems = list(self.problems)
         problems += self._foreign_files(state_dir)
         if problems:
             raise Conflict("Invalid configuration", "\n".join(problems))
 
     def _foreign_files(self, state_dir):
-        roots = {os.path.normpath(os.path.abspath(state_dir)), os.path.realpath(state_dir)}
-        own = {self.instance_dir, os.path.realpath(self.instance_dir)}
+        roots = _both(state_dir)
+        own = _both(self.instance_dir)
         found = []
-        file_options = set(self.files)
-        for line_number, path in self._paths_named():
-            inside_own = [d for d in own if path == d or path.startswith(d + "/")]
-            if inside_own:
-                first = path[len(inside_own[0]) + 1:].split("/")[0]
-                if first in MANAGED_NAMES:
-                    found.append("line %d: %s is the API's own file; a config may not name it"
-                                 % (line_number, path))
-            elif any(path == root or path.startswith(root + "/") for root in roots):
-                found.append("line %d: %s is outside this instance's folder (a config may name "
-                             "files in {INSTANCE_DIR} and outside the state folder only)"
-                             % (line_number, path))
-            elif (line_number, path) in file_options and not (
-                    path in SYSTEM_PATHS or path.startswith(
-                        tuple(p for p in SYSTEM_PATHS if p.endswith("/")))):
-                # A file the daemon reads (a key, a socket it creates): only the
-                # instance's own or a read-only system file, never the
-                # appliance's (its API key, its sync client certificate).
-                found.append("line %d: %s is outside this instance's folder (files a daemon "
-                             "reads or creates must be in {INSTANCE_DIR}, or be /dev/log or "
-                             "the system CA certificates)" % (line_number, path))
+        for line_number, path, purpose in self.references:
+            why = _misplaced(path, purpose, own)
+            if why:
+                found.append("line %d: %s is %s; %s" % (line_number, path, why,
+                                                          FILE_RULES[purpose]))
+        for line_number, path in self._path_words:
+            for candidate in _both(path):
+                inside_own = [d for d in own if _inside(candidate, d)]
+                if inside_own:
+                    if _first_name(candidate, inside_own[0]) in MANAGED_NAMES:
+                        found.append("line %d: %s is the API's own file; a config may not "
+                                     "name it" % (line_number, path))
+                        break
+                elif any(_inside(candidate, root) for root in roots):
+                    found.append("line %d: %s is outside this instance's folder (a config may "
+                                 "name files in {INSTANCE_DIR} and outside the state folder "
+                                 "only)" % (line_number, path))
+                    break
         return found
 
-    def _paths_named(self):
-        """Every path-like word of the config (anything with a slash), made
-        absolute against the instance folder (the daemons' working folder),
-        plus the files resolved from file options."""
-        yield from self.files
-        yield from self._path_words
+
+# Where a file may be, by what the daemon does with it; the 409's advice.
+FILE_RULES = {
+    TLS: "TLS material must be in {INSTANCE_DIR}/certificates/ or among the system CA "
+         "certificates (/etc/ssl/certs/)",
+    PAGE: "a page must be {INSTANCE_DIR}/custom503.http or one of /etc/haproxy/errors/",
+    PRIVATE: "files a daemon reads or writes for itself must be in {INSTANCE_DIR}, not on "
+             "one of the API's own files, the 503 page or the certificates",
+    SOCKET: "a socket must be in {INSTANCE_DIR}, not on one of the API's own files, the 503 "
+            "page or the certificates",
+    CONNECT: "a daemon may connect only to sockets in {INSTANCE_DIR} (or to /dev/log to log)",
+}
 
 
-def _scan_haproxy(scan, text):
-    crt_base = ca_base = None
-    section = None
-    for number, line in enumerate(text.splitlines(), 1):
-        try:
-            words = haproxy_words(line)
-        except ValueError as error:
-            scan.refuse(number, line, str(error))
+def _misplaced(path, purpose, own):
+    """Why path may not serve purpose (None when it may): judged on the path as
+    written and as the kernel resolves it (symbolic links), both."""
+    for candidate in _both(path):
+        inside = [d for d in own if _inside(candidate, d)]
+        if inside:
+            first = _first_name(candidate, inside[0])
+            if first in MANAGED_NAMES:
+                return "the API's own file"
+            if purpose == TLS and first != CERTIFICATES_NAME:
+                return "not in the instance's certificates folder"
+            if purpose == PAGE and first != CUSTOM503_NAME:
+                return "not the instance's 503 page"
+            if purpose in (PRIVATE, SOCKET) and first in (CUSTOM503_NAME, CERTIFICATES_NAME,
+                                                          ""):
+                return "a file the API keeps for the instance"
             continue
-        if not words:
-            continue
-        for word, _plain in words:
-            for piece in re.split(r"[,=]", word):
-                piece = piece.split("@", 1)[1] if "@" in piece.split("/")[0] else piece
-                if "/" in piece:
-                    scan._path_words.append((number, _absolute(piece, scan.instance_dir)))
-        keyword = words[0][0]
-        arguments = [w for w, _ in words[1:]]
-        if keyword in REFUSED_HAPROXY_KEYWORDS:
-            scan.refuse(number, line, "%s %s: not allowed in a tenant's config"
-                        % (keyword, REFUSED_HAPROXY_KEYWORDS[keyword]))
-            continue
-        if "external-check" in arguments:
-            scan.refuse(number, line, "external-check runs a program as root: not allowed in "
-                        "a tenant's config")
-        if keyword in ("peer", "server") and len(words) >= 3 and section == "peers":
-            # The local peer listens on its address: a listener like a bind.
-            _haproxy_endpoints(scan, number, line, [words[2]], service_ip=False)
-        if keyword in ("frontend", "backend", "listen", "defaults", "global", "peers",
-                       "resolvers", "userlist", "mailers", "cache", "ring", "program",
-                       "http-errors", "fcgi-app"):
-            section = keyword
-        for index, (word, plain) in enumerate(words[1:], 1):
-            if not plain and "$" in word and "/" in word:
-                scan.refuse(number, line, "variables are not allowed in a path")
-        file_words = {"errorfile": 2, "pidfile": 1, "crt-base": 1, "ca-base": 1}
-        if keyword in file_words and len(arguments) >= file_words[keyword]:
-            scan.files.append((number, _absolute(arguments[file_words[keyword] - 1],
-                                                 scan.instance_dir)))
-        if keyword == "stats" and len(arguments) >= 2 and arguments[0] == "socket" \
-                and (arguments[1].startswith("/") or arguments[1].startswith("unix@")):
-            scan.files.append((number, _absolute(arguments[1].split("@", 1)[-1],
-                                                 scan.instance_dir)))
-        if keyword == "log" and arguments and arguments[0].startswith("/"):
-            scan.files.append((number, _absolute(arguments[0], scan.instance_dir)))
-        if keyword == "crt-base" and arguments:
-            crt_base = _absolute(arguments[0], scan.instance_dir)
-        elif keyword == "ca-base" and arguments:
-            ca_base = _absolute(arguments[0], scan.instance_dir)
-        for index, option in enumerate(arguments[:-1]):
-            if option == "file" and keyword in ("http-request", "http-response", "http-after-response"):
-                scan.files.append((number, _absolute(arguments[index + 1], scan.instance_dir)))
-            if option in HAPROXY_FILE_OPTIONS:
-                base = {"crt-base": crt_base, "ca-base": ca_base}.get(
-                    HAPROXY_FILE_OPTIONS[option]) or scan.instance_dir
-                scan.files.append((number, _absolute(arguments[index + 1], base)))
-        if keyword == "bind":
-            _haproxy_bind(scan, number, line, words)
-        elif keyword == "stats" and len(words) >= 3 and words[1][0] == "socket":
-            _haproxy_endpoints(scan, number, line, [words[2]], stats=True)
+        system = {TLS: SYSTEM_CA_PATHS, PAGE: SYSTEM_PAGE_PATHS,
+                  CONNECT: SYSTEM_SOCKETS}.get(purpose, ())
+        if not any(candidate == p.rstrip("/") or (p.endswith("/") and candidate.startswith(p))
+                   for p in system):
+            return "outside this instance's folder"
+    return None
 
 
-def _haproxy_bind(scan, number, line, words):
-    if len(words) < 2:
+def _both(path):
+    """path normalised as written, and as the kernel resolves it."""
+    written = os.path.normpath(os.path.abspath(path))
+    return [written] if os.path.realpath(written) == written else [
+        written, os.path.realpath(written)]
+
+
+def _inside(path, folder):
+    return path == folder or path.startswith(folder + "/")
+
+
+def _first_name(path, folder):
+    return path[len(folder) + 1:].split("/")[0]
+
+
+def _unreadable_characters(line):
+    """Why the scan will not read line (control characters the daemons read
+    differently from Python: haproxy ends a line at NUL or CR and splits words
+    at VT and FF), or None. A CR at the end (a CRLF file) is fine."""
+    for index, char in enumerate(line):
+        if (char < " " and char != "\t" or char == "\x7f") and not (
+                char == "\r" and index == len(line) - 1):
+            return "control character %r: not allowed in a config" % char
+        if char in "\x85\u2028\u2029":
+            return "line separator %r: not allowed in a config" % char
+    return None
+
+
+def _scan_haproxy(scan, number, line):
+    try:
+        words = haproxy_words(line)
+    except ValueError as error:
+        scan.refuse(number, line, str(error))
         return
-    _haproxy_endpoints(scan, number, line, [words[1]])
+    if not words:
+        return
+    texts = [w for w, _ in words]
+    if line.lstrip().startswith("["):
+        scan.refuse(number, line, "a [scope] line: not allowed in a tenant's config")
+        return
+    if texts[0].startswith("."):
+        scan.refuse(number, line, "%s: conditional blocks and messages are not allowed in a "
+                    "tenant's config" % texts[0])
+        return
+    # "no" and "default" prefix a keyword (no option ..., default option ...).
+    keyword_at = 1 if texts[0] in ("no", "default") and len(texts) > 1 else 0
+    keyword = texts[keyword_at]
+    arguments = texts[keyword_at + 1:]
+    if keyword in REFUSED_HAPROXY_KEYWORDS:
+        scan.refuse(number, line, "%s %s: not allowed in a tenant's config"
+                    % (keyword, REFUSED_HAPROXY_KEYWORDS[keyword]))
+        return
+    for option in arguments:
+        if option in REFUSED_HAPROXY_OPTIONS:
+            scan.refuse(number, line, "%s %s: not allowed in a tenant's config"
+                        % (option, REFUSED_HAPROXY_OPTIONS[option]))
+            return
+    if keyword in HAPROXY_SECTIONS:
+        scan.section = keyword
+    for word in texts:
+        for piece in re.split(r"[,=]", word):
+            piece = piece.split("@", 1)[1] if "@" in piece.split("/")[0] else piece
+            if "/" in piece:
+                scan._path_words.append((number, _absolute(piece, scan.instance_dir)))
+        for _name, path in HAPROXY_PATTERN_FILE.findall(word):
+            scan.refer(number, path, PRIVATE)
+    for index, option in enumerate(arguments[:-1]):
+        following = arguments[index + 1]
+        if option == "-f":
+            scan.refer(number, following, PRIVATE)  # an ACL's pattern file
+        elif option in HAPROXY_TLS_OPTIONS and following != "@system-ca":
+            base = scan.bases.get(HAPROXY_TLS_OPTIONS[option]) if following[:1] != "/" else None
+            scan.refer(number, following if base is None else base + "/" + following, TLS)
+        elif option in HAPROXY_PAGE_OPTIONS and keyword in HAPROXY_PAGE_RULES:
+            scan.refer(number, following, PAGE)
+        elif option == "config" and keyword == "filter":
+            scan.refer(number, following, PRIVATE)  # a SPOE configuration
+    if keyword in HAPROXY_TLS_KEYWORDS and arguments:
+        scan.refer(number, arguments[0], TLS)
+        if keyword.endswith("-base"):
+            scan.bases[keyword] = _absolute(arguments[0], scan.instance_dir)
+    elif keyword == "errorfile" and len(arguments) >= 2:
+        scan.refer(number, arguments[1], PAGE)
+    elif keyword in HAPROXY_PRIVATE_FILE_KEYWORDS and arguments:
+        scan.refer(number, arguments[HAPROXY_PRIVATE_FILE_KEYWORDS[keyword] - 1], PRIVATE)
+    if keyword == "bind" and arguments:
+        _haproxy_endpoints(scan, number, line, [words[keyword_at + 1]])
+    elif keyword == "stats" and len(arguments) >= 2 and arguments[0] == "socket":
+        _haproxy_endpoints(scan, number, line, [words[keyword_at + 2]])
+    elif keyword in HAPROXY_CONNECTING and len(arguments) >= HAPROXY_CONNECTING[keyword]:
+        address = arguments[HAPROXY_CONNECTING[keyword] - 1]
+        if keyword in ("peer", "server") and scan.section == "peers":
+            # The local peer listens on its address: a listener like a bind.
+            _haproxy_endpoints(scan, number, line, [words[keyword_at + 2]], service_ip=False)
+        else:
+            _haproxy_destination(scan, number, line, address)
 
 
-def _haproxy_endpoints(scan, number, line, words, stats=False, service_ip=True):
+def _haproxy_destination(scan, number, line, address):
+    """An address haproxy connects or sends to: a unix socket must be the
+    instance's own; inherited descriptors and abstract sockets are refused."""
+    if address.startswith(("fd@", "sockpair@", "abns@")):
+        scan.refuse(number, line, "%s: descriptors and abstract sockets are not allowed in a "
+                    "tenant's config (use unix@{INSTANCE_DIR}/name)" % address.split("@")[0])
+    elif address.startswith("/") or address.startswith("unix@"):
+        scan.refer(number, address.split("@", 1)[-1] if address.startswith("unix@")
+                   else address, CONNECT)
+
+
+def _haproxy_endpoints(scan, number, line, words, service_ip=True):
     for text, plain in words:
         if not plain:
             scan.refuse(number, line, "quotes, escapes and variables are not allowed in a "
                         "listening address")
             return
         for endpoint in text.split(","):
-            if endpoint.startswith("/") or endpoint.startswith(SOCKET_PREFIXES):
-                path = endpoint.split("@", 1)[-1]
-                if not endpoint.startswith("abns@"):  # a unix socket: a file the daemon makes
-                    scan.files.append((number, _absolute(path, scan.instance_dir)))
+            if endpoint.startswith(("fd@", "sockpair@", "abns@")):
+                scan.refuse(number, line, "%s: descriptors and abstract sockets are not "
+                            "allowed in a tenant's config (use unix@{INSTANCE_DIR}/name)"
+                            % endpoint.split("@")[0])
+                return
+            if endpoint.startswith("/") or endpoint.startswith("unix@"):
+                scan.refer(number, endpoint.split("@", 1)[-1] if endpoint.startswith("unix@")
+                           else endpoint, SOCKET)  # a file the daemon makes
                 continue
             _add_listener(scan, number, line, endpoint, endpoint, "address:port", service_ip)
 
 
-def _scan_stunnel(scan, text):
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith((";", "#", "[")) or "=" not in stripped:
-            continue
-        key, value = (part.strip() for part in stripped.split("=", 1))
-        key = key.lower()
-        if key in REFUSED_STUNNEL_OPTIONS:
-            scan.refuse(number, line, "%s %s: not allowed in a tenant's config"
-                        % (key, REFUSED_STUNNEL_OPTIONS[key]))
-            continue
-        if "/" in value:
-            scan._path_words.append((number, _absolute(value, scan.instance_dir)))
-        if key in STUNNEL_FILE_OPTIONS:
-            if not value.startswith("/"):
-                # stunnel reads a relative path against its working folder,
-                # which is / once it has forked: say it plainly.
-                scan.refuse(number, line, "use an absolute path ({INSTANCE_DIR}/certificates/...)")
-            else:
-                scan.files.append((number, _absolute(value, scan.instance_dir)))
-        elif key == "accept":
-            endpoint = value if ":" in value else ":" + value
-            _add_listener(scan, number, line, endpoint, value, "[address:]port")
+def _scan_stunnel(scan, number, line):
+    stripped = line.strip()
+    if not stripped or stripped.startswith((";", "#", "[")) or "=" not in stripped:
+        return
+    key, value = (part.strip() for part in stripped.split("=", 1))
+    key = key.lower()
+    if key in REFUSED_STUNNEL_OPTIONS:
+        scan.refuse(number, line, "%s %s: not allowed in a tenant's config"
+                    % (key, REFUSED_STUNNEL_OPTIONS[key]))
+        return
+    if key == "config" and "/" in value:
+        scan.refuse(number, line, "config: an OpenSSL command that names a file is not allowed "
+                    "(use cert, key, CAfile and CRLfile)")
+        return
+    if "/" in value:
+        scan._path_words.append((number, _absolute(value, scan.instance_dir)))
+    purpose = (TLS if key in (o.lower() for o in STUNNEL_TLS_OPTIONS) else
+               PRIVATE if key in STUNNEL_PRIVATE_OPTIONS else
+               CONNECT if key in STUNNEL_CONNECTING and value.startswith("/") else None)
+    if purpose is not None:
+        if not value.startswith("/"):
+            # stunnel reads a relative path against its working folder,
+            # which is / once it has forked: say it plainly.
+            scan.refuse(number, line, "use an absolute path ({INSTANCE_DIR}/certificates/...)")
+        else:
+            scan.refer(number, value, purpose)
+    elif key == "accept":
+        endpoint = value if ":" in value else ":" + value
+        _add_listener(scan, number, line, endpoint, value, "[address:]port")
 
 
 def _add_listener(scan, number, line, endpoint, as_written, form, service_ip=True):
@@ -313,34 +470,55 @@ def parse_endpoint(endpoint, line_number=0):
 
 
 def haproxy_words(line):
-    """The words of one haproxy config line, as haproxy 2.6 splits them:
-    [(text, plain)], plain False for a word with quotes, escapes or $variables.
-    Comments (#) end the line. ValueError for an unterminated quote."""
-    words, current, plain, quote, index = [], None, True, None, 0
-    while index < len(line):
+    r"""The words of one haproxy config line, as haproxy 2.6's parse_line()
+    makes them: [(text, plain)], plain False for a word with quotes or
+    escapes. ValueError for what the scan refuses to read: an environment
+    reference (a $ inside double quotes, unescaped), an unterminated quote,
+    an invalid \xHH escape, or an escape that makes a NUL (haproxy's word
+    would end there)."""
+    words, current, plain, squote, dquote, index = [], None, True, False, False, 0
+    length = len(line)
+    while index < length:
         char = line[index]
-        if quote is None and char in " \t":
+        if char in "\n\r\0":
+            break
+        if char == "#" and not squote and not dquote:
+            break
+        if char == '"' and not squote:
+            dquote, plain, current = not dquote, False, current or ""
+        elif char == "'" and not dquote:
+            squote, plain, current = not squote, False, current or ""
+        elif char == "\\" and not squote:
+            plain, current = False, current or ""
+            following = line[index + 1:index + 2]
+            if following in (" ", "\\", "#", "'", '"') or (following == "$" and dquote):
+                current += following
+                index += 1
+            elif following in ("t", "n", "r"):
+                current += {"t": "\t", "n": "\n", "r": "\r"}[following]
+                index += 1
+            elif following == "x":
+                digits = line[index + 2:index + 4]
+                if len(digits) != 2 or not all(d in "0123456789abcdefABCDEF" for d in digits):
+                    raise ValueError("invalid \\x escape (two hexadecimal digits)")
+                if digits == "00":
+                    raise ValueError("\\x00: haproxy's word would end there")
+                current += chr(int(digits, 16))
+                index += 3
+            else:
+                current += "\\"  # not an escape: haproxy keeps the backslash
+        elif char in " \t\v\f" and not squote and not dquote:
             if current is not None:
                 words.append((current, plain))
                 current, plain = None, True
-        elif quote is None and char == "#":
-            break
+        elif char == "$" and dquote:
+            raise ValueError("environment variables are not allowed in a tenant's config "
+                             "(haproxy expands \"$NAME\" and \"${NAME-default}\" inside double "
+                             "quotes; write the value, or \\$ for a dollar sign)")
         else:
-            current = current or ""
-            if char == "\\" and quote != "'" and index + 1 < len(line):
-                plain = False
-                index += 1
-                current += line[index]
-            elif char in "\"'" and quote in (None, char):
-                plain = False
-                quote = None if quote else char
-            elif char == "$" and quote != "'":
-                plain = False
-                current += char
-            else:
-                current += char
+            current = (current or "") + char
         index += 1
-    if quote:
+    if squote or dquote:
         raise ValueError("unterminated quote")
     if current is not None:
         words.append((current, plain))

@@ -33,6 +33,11 @@ def put_config(instance, service, template, config):
         raise Conflict("Invalid configuration", "The configuration is not UTF-8 text")
     rendered = daemon.render(text).encode("utf-8")
     template_path, rendered_path = instance.template(service), instance.rendered(service)
+    # The confinement rules first: no daemon may read a config before they
+    # judge it safe (haproxy -c runs Lua and opens files while it parses).
+    scan = sharedstate.scan_template(instance, service, text, config)
+    scan.check(config.state_dir)
+    sharedstate.refuse_cluster_addresses(scan, config)
 
     # A dot-name ending .tmp: swept up like any temporary if this request dies.
     candidate = os.path.join(instance.dir, ".%s.candidate.tmp" % service)
@@ -45,10 +50,6 @@ def put_config(instance, service, template, config):
         raise Conflict("Invalid configuration", output.replace(candidate, template_path))
     if output.strip():
         lines.append(output.strip())
-    # After the daemon's own check, whose errors say more about a broken config.
-    scan = sharedstate.scan_template(instance, service, text, config)
-    scan.check(config.state_dir)
-    sharedstate.refuse_cluster_addresses(scan, config)
 
     old_template, old_rendered = files.read(template_path), files.read(rendered_path)
     was_running = daemon.process() is not None

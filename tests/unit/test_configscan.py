@@ -195,11 +195,14 @@ def test_in_use_for_stunnel(config, in_use):
     ("frontend f\n    bind :443 ssl crt /etc/appliance-api/pki/sync-client.pem\n",
      "outside this instance's folder"),
     ("global\n    stats socket /etc/x mode 600\n", "outside this instance's folder"),
-    ("frontend f\n    bind :443 ssl crt \"${A}/k.pem\"\n", "variables are not allowed in a path"),
+    ("frontend f\n    bind :443 ssl crt \"${A}/k.pem\"\n", "environment variables are not allowed"),
     ("frontend f\n    bind [fe80::1%lo]:443\n", "is not a literal address:port"),
 ])
 def test_what_a_tenant_config_may_not_do(config, why):
-    scan = Scan("haproxy", config, OWN)
+    assert_refused(Scan("haproxy", config, OWN), why)
+
+
+def assert_refused(scan, why):
     with pytest.raises(Conflict) as refused:
         scan.check(STATE)
     assert why in refused.value.detail, refused.value.detail
@@ -227,3 +230,157 @@ def test_a_local_peer_listens_and_an_ipv4_mapped_address_is_the_ipv4_one():
     mapped = haproxy("bind [::ffff:192.0.2.5]:443").listeners[0]
     assert mapped.overlaps(haproxy("bind 192.0.2.5:443").listeners[0])
     assert haproxy("bind [::ffff:192.0.2.5]:443").service_ips(MYIP) == {"192.0.2.5"}
+
+
+# Issue 18: what the scan reads must be what haproxy 2.6 reads (its
+# parse_line(): quotes, escapes, environment expansion), and every file a
+# daemon reads or makes must be judged by what it is for.
+@pytest.mark.parametrize("line, why", [
+    ('"${X-lua-load}" /tmp/x.lua', "environment variables are not allowed"),
+    ('"${X-program}" p', "environment variables are not allowed"),
+    ('    "${X-command}" /bin/sh -c "id"', "environment variables are not allowed"),
+    ('crt-base "${X-..}"', "environment variables are not allowed"),
+    ('crt-base "$X"', "environment variables are not allowed"),
+    ('crt-base "${X[*]}"', "environment variables are not allowed"),
+    ("\\x6cua-load /tmp/x.lua", "lua-load loads code"),
+    ("l'ua'-load /tmp/x.lua", "lua-load loads code"),
+    ('"lua-load" /tmp/x.lua', "lua-load loads code"),
+    ("lua\\-load /tmp/x.lua", None),           # not an escape: haproxy keeps the backslash
+    ("no lua-load /tmp/x.lua", "lua-load loads code"),
+    ("\\x70rogram p", "program runs a program as root"),
+    ("ssl-provider-path /tmp", "loads code"),
+    ("ssl-engine rdrand", "loads code"),
+    ("unix-bind prefix /tmp", "changes how socket paths are read"),
+    ("insecure-fork-wanted", "lets the daemon run programs"),
+    (".if 1", "conditional blocks and messages are not allowed"),
+    (".diag hello", "conditional blocks and messages are not allowed"),
+    ('"".if 1', "conditional blocks and messages are not allowed"),
+    ("[/etc/x:1]", "a [scope] line"),
+    ("crt-base \\x2e\\x2e", None),            # decoded: .., judged below as a base
+    ("bind :80 name a\\x00b", "haproxy's word would end there"),
+    ("bind :80 name a\\xZZ", "invalid \\x escape"),
+    ("bind :80\x0bcrt /etc/x.pem", "control character"),
+    ("bind :80\rlua-load /x.lua", "control character"),
+    ("bind :80\x00", "control character"),
+    ("bind :80\u2028lua-load /x", "line separator"),
+])
+def test_haproxys_quoting_escapes_and_expansion_are_read_as_haproxy_reads_them(line, why):
+    scan = Scan("haproxy", "global\n%s\n" % line, OWN)
+    if why is None:
+        assert not [p for p in scan.problems if "loads code" in p], scan.problems
+        return
+    assert len(scan.problems) == 1 and why in scan.problems[0], scan.problems
+    assert scan.problems[0].startswith("line 2: ")
+    assert "\x0b" not in scan.problems[0] and "\r" not in scan.problems[0]
+
+
+def test_a_crlf_file_is_read_as_haproxy_reads_it():
+    scan = Scan("haproxy", "global\r\n    maxconn 10\r\nfrontend f\r\n    bind 192.0.2.1:80\r\n",
+                OWN)
+    assert scan.problems == [] and scan.service_ips(MYIP) == {"192.0.2.1"}
+
+
+@pytest.mark.parametrize("config, why", [
+    # crt-base .. then a path into another instance: resolved as haproxy does.
+    ("global\n    crt-base ..\nfrontend f\n    bind :443 ssl crt "
+     "22222222-2222-4222-8222-222222222222/certificates/x.pem\n", "outside this instance"),
+    ("global\n    crt-base \\x2e\\x2e\nfrontend f\n    bind :443 ssl crt "
+     "22222222-2222-4222-8222-222222222222/certificates/x.pem\n", "outside this instance"),
+    ("global\n    ca-base %s\nbackend b\n    server s 192.0.2.1:443 ssl ca-file "
+     "../../22222222-2222-4222-8222-222222222222/certificates/ca.pem\n" % (OWN + "/certificates"),
+     "outside this instance"),
+    ("global\n    crt-base /etc/ssl/private\n", "outside this instance's folder"),
+    ("global\n    key-base /etc/ssl/private\n", "outside this instance's folder"),
+    ("frontend f\n    bind :443 ssl crt %s/custom503.http\n" % OWN,
+     "not in the instance's certificates folder"),
+    ("frontend f\n    bind :443 ssl crt-list %s/certificates/x.pem\n" % OWN,
+     "crt-list reads certificate paths"),
+    # Pages the world can read: only the instance's 503 page or Debian's.
+    ("frontend f\n    http-request return status 200 lf-file /etc/appliance-api/pki/server.pem\n",
+     "outside this instance's folder"),
+    ("frontend f\n    http-request return status 200 file /etc/shadow\n",
+     "outside this instance's folder"),
+    ("frontend f\n    http-error status 503 errorfile %s/certificates/x.pem\n" % OWN,
+     "not the instance's 503 page"),
+    ("defaults\n    errorfile 503 /etc/shadow\n", "outside this instance's folder"),
+    # Maps and ACL files are read at start, and lookups show their content.
+    ("frontend f\n    http-request set-header X %[src,map_ip(/etc/shadow)]\n",
+     "outside this instance's folder"),
+    ("frontend f\n    http-request set-header X %[str(a),lower,map(/etc/passwd,x)]\n",
+     "outside this instance's folder"),
+    ("frontend f\n    acl a src -f /etc/passwd\n", "outside this instance's folder"),
+    ("frontend f\n    http-request set-map(/etc/x.map) a b\n", "outside this instance's folder"),
+    ("global\n    server-state-file /etc/shadow\n", "outside this instance's folder"),
+    ("global\n    h1-case-adjust-file /etc/shadow\n", "outside this instance's folder"),
+    ("frontend f\n    filter spoe engine e config /etc/shadow\n",
+     "outside this instance's folder"),
+    ("ring r\n    backing-file /etc/cron.d/x\n", "outside this instance's folder"),
+    # Sockets the daemon makes must not land on the API's files.
+    ("frontend f\n    bind unix@%s/custom503.http\n" % OWN, "a file the API keeps"),
+    ("global\n    stats socket %s/certificates/x.pem\n" % OWN, "a file the API keeps"),
+    ("frontend f\n    bind %s/certificates\n" % OWN, "a file the API keeps"),
+    ("global\n    pidfile %s/custom503.http\n" % OWN, "a file the API keeps"),
+    # Sockets it connects to: a tenant's backend must not be the machine's.
+    ("backend b\n    server s unix@/run/systemd/private\n", "outside this instance's folder"),
+    ("backend b\n    server s /run/dbus/system_bus_socket\n", "outside this instance's folder"),
+    ("backend b\n    server s unix@%s/master.sock\n" % OWN, "the API's own file"),
+    ("backend b\n    server s abns@other\n", "abstract sockets are not allowed"),
+    ("backend b\n    server s fd@3\n", "descriptors and abstract sockets"),
+    ("global\n    log fd@4 local0\n", "descriptors and abstract sockets"),
+    ("global\n    log /run/systemd/journal/socket local0\n", "outside this instance's folder"),
+    ("frontend f\n    bind abns@x\n", "descriptors and abstract sockets"),
+    ("frontend f\n    bind :80 namespace other\n", "another network namespace"),
+    ("backend b\n    server s 192.0.2.1:80 namespace other\n", "another network namespace"),
+])
+def test_every_file_is_judged_by_what_the_daemon_does_with_it(config, why):
+    assert_refused(Scan("haproxy", config, OWN), why)
+
+
+@pytest.mark.parametrize("config", [
+    "global\n    ca-base /etc/ssl/certs\n",
+    "backend b\n    server s 192.0.2.1:443 ssl verify required ca-file @system-ca\n",
+    "defaults\n    errorfile 400 /etc/haproxy/errors/400.http\n",
+    "frontend f\n    http-request return status 503 file %s/custom503.http\n" % OWN,
+    "backend b\n    server s unix@%s/backend.sock\n" % OWN,
+    "global\n    log stdout format raw local0\n    log 127.0.0.1:514 local0\n",
+    "global\n    server-state-file %s/servers-state\n" % OWN,
+    "frontend f\n    acl api path_beg /api\n    http-request redirect location /login if api\n",
+    "frontend f\n    bind :443 ssl crt %s/certificates\n" % OWN,
+    "userlist u\n    user admin password $6$salt$hash\n",
+    "frontend f\n    http-request set-header X-Price \\$5\n",
+    "frontend f\n    http-request set-header X \"\\$5\"\n",
+])
+def test_what_tenants_use_is_still_fine(config):
+    Scan("haproxy", config, OWN).check(STATE)
+
+
+def test_paths_are_judged_as_the_kernel_resolves_them(tmp_path):
+    own = tmp_path / "instances" / "11111111-1111-4111-8111-111111111111"
+    other = tmp_path / "instances" / "22222222-2222-4222-8222-222222222222"
+    (own / "certificates").mkdir(parents=True)
+    (other / "certificates").mkdir(parents=True)
+    (other / "certificates" / "x.pem").write_text("key")
+    (own / "certificates" / "link.pem").symlink_to(other / "certificates" / "x.pem")
+    scan = Scan("haproxy", "frontend f\n    bind :443 ssl crt %s/certificates/link.pem\n" % own,
+                str(own))
+    with pytest.raises(Conflict) as refused:
+        scan.check(str(tmp_path))
+    assert "outside this instance" in refused.value.detail
+
+
+@pytest.mark.parametrize("line, why", [
+    ("include = %s/more" % OWN, "include reads configuration the API has not checked"),
+    ("engineCtrl = SO_PATH:/tmp/x.so", "engineCtrl".lower() + " loads code"),
+    ("engine = dynamic", "engine loads code"),
+    ("pty = yes", "runs a program as root"),
+    ("config = VerifyCAFile:/etc/ssl/private/x.pem", "an OpenSSL command that names a file"),
+    ("RNDfile = /etc/passwd", "outside this instance's folder"),
+    ("output = %s/custom503.http" % OWN, "a file the API keeps"),
+    ("connect = /run/systemd/private", "outside this instance's folder"),
+    ("CAfile = /etc/ssl/private/x.pem", "outside this instance's folder"),
+    ("cert = %s/custom503.http" % OWN, "not in the instance's certificates folder"),
+    ("accept = ${PORT}", "is not a literal"),
+    ("accept = 443\x0bexec = /bin/sh", "control character"),
+])
+def test_stunnel_options_that_reach_outside_are_refused(line, why):
+    assert_refused(Scan("stunnel", "[s]\naccept = 192.0.2.9:443\n%s\n" % line, OWN), why)

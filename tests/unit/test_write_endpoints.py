@@ -34,11 +34,13 @@ def free_port():
 
 
 def test_put_haproxy_that_fails_the_check_is_409_and_changes_nothing(app, state_dir, instance_id):
-    response = app.put("/instances/%s/haproxy" % instance_id, b"frontend f\n    bind nonsense\n",
+    # Past the scan (a literal listener), refused by haproxy's own check.
+    response = app.put("/instances/%s/haproxy" % instance_id,
+                       b"frontend f\n    bind 127.0.0.1:%d\n    no-such-keyword\n" % free_port(),
                        expect_errors=True)
     assert response.status_int == 409
     assert response.text.startswith("Invalid configuration\n")
-    assert "[ALERT]" in response.text
+    assert "[ALERT]" in response.text and "no-such-keyword" in response.text
     assert ".candidate" not in response.text  # the checker's output names the uploaded file
     assert not os.path.exists(os.path.join(state_dir, "instances", instance_id))
 

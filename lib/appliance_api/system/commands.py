@@ -1,8 +1,15 @@
-"""Run a program with an argument list (never a shell) and collect what it said."""
+"""Run a program with an argument list (never a shell) and collect what it said.
+
+Every program starts with a clean environment (CLEAN_ENVIRONMENT): a daemon
+must not see the request's CGI variables (a client certificate, the API's
+config path), and haproxy's `env()` fetch would hand them to anyone.
+"""
 import os
 import subprocess
 
 from ..errors import ServerError
+
+CLEAN_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 
 
 class Result:
@@ -15,8 +22,12 @@ class Result:
         return self.returncode == 0
 
 
-def run(argv, timeout=30, stdin=None, cwd=None, sockets=()):
+def run(argv, timeout=30, stdin=None, cwd=None, sockets=(), confinement=None):
     """Run argv to completion; stdout and stderr together, as text.
+
+    confinement: a system.confinement.Confinement to run argv in (as nobody,
+    without network, seeing a copy of one instance's files); cwd is then the
+    instance folder inside it.
 
     sockets: listening sockets handed over the way systemd's socket
     activation does (descriptors 3, 4, ... with LISTEN_FDS and LISTEN_PID),
@@ -25,8 +36,11 @@ def run(argv, timeout=30, stdin=None, cwd=None, sockets=()):
     A program that is missing or cannot be executed is the appliance's
     problem, not the client's: ServerError (500) naming the program.
     """
-    handover, moved = {}, []
-    if sockets:
+    handover, moved = {"env": CLEAN_ENVIRONMENT}, []
+    if confinement is not None:
+        handover["preexec_fn"] = confinement.preexec
+        cwd = None
+    elif sockets:
         import fcntl
 
         fds = [sock.fileno() for sock in sockets]
@@ -34,6 +48,7 @@ def run(argv, timeout=30, stdin=None, cwd=None, sockets=()):
         # the child's stdio before the hand-over: a copy above 2 goes instead.
         moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in fds if fd < 3]
         copies = iter(moved)
+        # The environment is made in the child: LISTEN_PID is its own pid.
         handover = {"preexec_fn": _listen_fds([fd if fd >= 3 else next(copies) for fd in fds]),
                     "pass_fds": tuple(range(3, 3 + len(sockets)))}
     try:
@@ -48,6 +63,9 @@ def run(argv, timeout=30, stdin=None, cwd=None, sockets=()):
         raise ServerError("Program not executable: %s" % argv[0])
     except subprocess.TimeoutExpired:
         raise ServerError("Program timed out after %ds: %s" % (timeout, " ".join(argv)))
+    except subprocess.SubprocessError as error:
+        # preexec_fn failed in the child (a confinement that could not be made).
+        raise ServerError("Program could not be started confined: %s (%s)" % (argv[0], error))
     finally:
         for fd in moved:
             os.close(fd)
@@ -75,7 +93,7 @@ def spawn(argv, log_path, cwd=None, appender="/usr/bin/tee"):
         try:
             daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=write_end,
                                       stderr=write_end, close_fds=True, start_new_session=True,
-                                      cwd=cwd)
+                                      cwd=cwd, env=CLEAN_ENVIRONMENT)
             daemon.logger = logger  # done writing the log once the daemon is gone
             return daemon
         except OSError as error:
@@ -98,6 +116,8 @@ def _listen_fds(fds):
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 256) for fd in fds]
         for number, fd in enumerate(high, 3):
             os.dup2(fd, number)  # inheritable
+        os.environ.clear()
+        os.environ.update(CLEAN_ENVIRONMENT)
         os.environ["LISTEN_FDS"] = str(len(fds))
         os.environ["LISTEN_PID"] = str(os.getpid())
     return hand_over

