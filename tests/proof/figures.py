@@ -11,6 +11,7 @@ HEAVY = os.environ.get("APPLIANCE_PROOF") == "heavy"
 
 COLUMNS = [
     ("inputs", "inputs tried"),
+    ("spellings", "haproxy spellings compared"),
     ("server_errors", "500s seen"),
     ("files_corrupted", "files corrupted"),
     ("orphan_daemons", "orphan daemons"),

@@ -27,6 +27,7 @@ import os
 import re
 import socket
 import ssl
+import subprocess
 import uuid
 
 import psutil
@@ -35,6 +36,7 @@ import webtest
 from hypothesis import given, note, settings, strategies as st
 
 from appliance_api.app import make_application
+from appliance_api.configscan import haproxy_words
 from appliance_api.layout import CERTIFICATE_NAME, INSTANCE_ID, Instance
 from appliance_api.routes import ROUTES, compile_pattern, match
 from appliance_api.system.daemons import daemon_for
@@ -852,6 +854,15 @@ HAPROXY_JUNK = [
     "    bind {MYIP}:@PORT@ ssl crt {INSTANCE_DIR}/certificates/%s" % CERT_NAME,
     "    bind {MYIP}:@PORT3@ ssl crt {INSTANCE_DIR}/certificates/missing.pem",
     "    option httplog", "{MYIP}", "{INSTANCE_DIR}", "{", "}", "'", "\"", "\\", "x" * 3000,
+    # haproxy's quoting, escapes and expansion (issue 18): each names something refused.
+    '    "${X-lua-load}" {INSTANCE_DIR}/.haproxy.candidate.tmp', "    \\x6cua-load /x.lua",
+    '    "${X-program}" p', '    "${X-command}" /bin/sh -c "exit 0"', "    crt-base ..",
+    '    crt-base "${X-..}"', "    crt-base \\x2e\\x2e", "    .if 1", "    .endif",
+    "    bind unix@{INSTANCE_DIR}/custom503.http", "    errorfile 503 /etc/passwd",
+    "    http-request return status 200 lf-file /etc/passwd",
+    "    acl x src -f /etc/passwd", "    server-state-file /etc/shadow",
+    "    bind {MYIP}:@PORT3@ ssl crt ../%s/certificates/%s" % (SEED_ID, CERT_NAME),
+    "    server s3 unix@/run/systemd/private", "    l'ua'-load /x.lua", '    "$HOME"',
 ]
 
 STUNNEL_JUNK = [
@@ -984,6 +995,136 @@ def test_mutated_haproxy_configs(configs_world):
         world.stop_configured_daemons()
         world.app.delete("/instances/" + instance_id, expect_errors=True)
     assert reap_orphans(world.root) == []
+
+
+# haproxy's own reading of a line is the oracle: an unknown keyword's alert
+# names the word as haproxy decoded it.
+KEYWORD_ALERT = re.compile(r"parsing \[[^:\]]+:(\d+)\] : unknown keyword '(.*)' in 'global' section")
+# Weighted towards what haproxy's escapes are made of.
+SPELLING_ALPHABET = st.sampled_from(list("\\\\tnrxa$#'\" \t{}")) | st.characters(
+    min_codepoint=32, max_codepoint=126)
+
+
+@st.composite
+def haproxy_spelling(draw, word, expansions=False):
+    r"""word (printable ASCII and tabs, no NUL) written in one of the ways
+    haproxy 2.6 reads back as word: plain runs, \xHH escapes, double and
+    single quotes, backslash escapes, empty quotes; with expansions, also
+    "${UNSET-...}" defaults, which haproxy expands to the same word."""
+    spelt, index = [], 0
+    while index < len(word):
+        size = draw(st.integers(1, 4))
+        chunk, index = word[index:index + size], index + size
+        forms = ["plain", "hex", "double", "single", "backslash", "empty"]
+        form = draw(st.sampled_from(forms + (["default"] if expansions else [])))
+        if form == "plain" and not set(chunk) & set(" \t#'\"") and all(
+                chunk[at + 1:at + 2] not in ("", " ", "\\", "#", "'", '"', "t", "n", "r", "x")
+                for at, c in enumerate(chunk) if c == "\\"):
+            spelt.append(chunk)  # a backslash before anything else stays one
+        elif form == "double":
+            spelt.append('"%s"' % "".join("\\" + c if c in '"\\$' else c for c in chunk))
+        elif form == "single" and "'" not in chunk:
+            spelt.append("'%s'" % chunk)
+        elif form == "backslash":
+            spelt.append("".join("\\" + c if c in " #'\"\\" else
+                                 "\\x%02x" % ord(c) if c == "\t" else c for c in chunk))
+        elif form == "empty":
+            spelt.append(draw(st.sampled_from(['""', "''"])) + "".join(
+                "\\x%02x" % ord(c) for c in chunk))
+        elif form == "default" and not set(chunk) & set('}"\\$'):
+            spelt.append('"${APPLIANCE_UNSET_%d-%s}"' % (draw(st.integers(0, 9)), chunk))
+        else:
+            spelt.append("".join("\\x%02x" % ord(c) for c in chunk))
+    return "".join(spelt)
+
+
+def test_the_scan_reads_haproxys_quoting_and_escapes_as_haproxy_does(tmp_path):
+    """Random words, spelt in random mixes of haproxy's quoting and escape
+    forms: the scan's word is haproxy's own (real haproxy -c says which) and
+    the word meant. Forms with expansion are refused by the scan, and haproxy
+    reads them as the same word: the refusal is not a gap in what it reads."""
+    config = str(tmp_path / "spellings.cfg")
+
+    @settings(max_examples=figures.scaled(25, 150), deadline=None)
+    @given(data=st.data(), expansions=st.booleans(),
+           words=st.lists(st.text(SPELLING_ALPHABET, min_size=1, max_size=10)
+                          .map(lambda text: "zz" + text), min_size=1, max_size=40))
+    def run(data, expansions, words):
+        lines = ["    " + data.draw(haproxy_spelling(word, expansions)) for word in words]
+        with open(config, "w") as file:
+            file.write("global\n" + "".join(line + "\n" for line in lines))
+        result = subprocess.run(["haproxy", "-c", "-f", config], capture_output=True,
+                                env={"PATH": "/usr/sbin:/usr/bin"})
+        read_by_haproxy = {int(number): word for number, word in
+                           KEYWORD_ALERT.findall(result.stderr.decode("utf-8", "replace"))}
+        for number, (word, line) in enumerate(zip(words, lines), 2):
+            note("%r spelt %r" % (word, line))
+            figures.add("spellings")
+            assert read_by_haproxy.get(number) == word, result.stderr.decode()[-2000:]
+            try:
+                scanned = haproxy_words(line)[0][0]
+            except ValueError as refused:
+                assert "$" in line and "environment variables" in str(refused)
+                continue
+            assert scanned == word
+
+    run()
+
+
+DANGEROUS_LINES = [
+    ("global", ["lua-load", "@MARKER@.lua"]),
+    ("global", ["program", "p"]),
+    ("global", ["crt-base", ".."]),
+    ("global", ["server-state-file", "/etc/shadow"]),
+    ("global", ["setenv", "X", "1"]),
+    ("global", [".if", "1"]),
+    ("frontend web", ["errorfile", "503", "/etc/passwd"]),
+    ("frontend web", ["http-request", "return", "status", "200", "lf-file", "/etc/passwd"]),
+    ("frontend web", ["acl", "a", "src", "-f", "/etc/passwd"]),
+    ("frontend web", ["bind", "unix@{INSTANCE_DIR}/custom503.http"]),
+    ("frontend web", ["bind", "{MYIP}:@PORT3@", "ssl", "crt",
+                      "{INSTANCE_DIR}/../%s/certificates/%s" % (SEED_ID, CERT_NAME)]),
+    ("backend app", ["server", "s9", "unix@/run/systemd/private"]),
+]
+
+
+def test_refused_lines_are_refused_however_haproxy_would_spell_them(configs_world, tmp_path):
+    """A line the rules refuse, its words spelt in haproxy's forms (with and
+    without expansion) inside a valid config: always 409, nothing stored,
+    nothing started, and code it would run never runs."""
+    world = configs_world
+    instance_id = str(uuid.uuid4())
+    assert world.app.put("/instances/%s/custom503" % instance_id, PAGE).status_int == 201
+    marker = str(tmp_path / "ran")
+    with open(marker + ".lua", "w") as file:
+        file.write('os.execute("touch %s")\n' % marker)
+
+    @settings(max_examples=figures.scaled(40, 300))
+    @given(data=st.data(), dangerous=st.sampled_from(DANGEROUS_LINES))
+    def run(data, dangerous):
+        section, words = dangerous
+        line = "    " + " ".join(data.draw(haproxy_spelling(w.replace("@MARKER@", marker),
+                                                          data.draw(st.booleans())))
+                                 for w in words)
+        lines = list(HAPROXY_TEMPLATE)
+        lines.insert(lines.index(section) + 1, line)
+        if words[0] == "program":
+            lines.insert(lines.index(section) + 2, '    command /bin/sh -c "touch %s"' % marker)
+        body = fill_ports(("\n".join(lines) + "\n").encode(), world.busy_port)
+        note(body.decode())
+        response = world.app.put("/instances/%s/haproxy" % instance_id, body, expect_errors=True)
+        count_status(response.status_int)
+        assert response.status_int == 409, response.text
+        assert response.text.startswith("Invalid configuration\nline "), response.text
+        assert not os.path.exists(marker), "code from a tenant's config ran"
+        assert world.app.get("/instances/%s/haproxy" % instance_id,
+                             expect_errors=True).status_int == 404
+        assert reap_orphans(world.root) == []
+
+    try:
+        run()
+    finally:
+        world.app.delete("/instances/" + instance_id, expect_errors=True)
 
 
 def test_mutated_stunnel_configs(configs_world, pki_material):
