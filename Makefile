@@ -22,7 +22,7 @@ DEBIAN_PACKAGES := lighttpd lighttpd-mod-openssl haproxy stunnel4 iptables iprou
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: all deps debian-packages print-debian-packages venv pki run test test-unit test-debian test-e2e \
-	bench bench-reload bench-failover bench-sync proof install clean
+	bench bench-reload bench-failover bench-sync bench-check proof install clean
 
 all: test
 
@@ -75,6 +75,10 @@ bench: deps pki
 
 bench-reload: deps pki
 	$(VENV)/bin/python bench/bench_reload.py
+
+# What confining haproxy's check of a tenant's config costs (bare against confined).
+bench-check: deps pki
+	$(VENV)/bin/python bench/bench_check.py
 
 # An active/standby pair in network namespaces: failover times, failed requests.
 bench-failover: deps

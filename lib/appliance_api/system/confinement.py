@@ -107,7 +107,8 @@ class Confinement:
             target = self.root + source
             os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
             if os.path.islink(source) and source in SYSTEM_FOLDERS:
-                os.symlink(os.readlink(source), target)  # /lib -> usr/lib on Debian 12
+                if not os.path.lexists(target):  # made by an earlier run of the same tree
+                    os.symlink(os.readlink(source), target)  # /lib -> usr/lib on Debian 12
                 continue
             if os.path.isdir(source):
                 os.makedirs(target, mode=0o755, exist_ok=True)
