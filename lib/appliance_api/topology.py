@@ -31,6 +31,8 @@ TOPOLOGIES = ("SINGLE", "ACTIVE-STANDBY", "ACTIVE-ACTIVE")
 ROLES = ("PRIMARY", "SECONDARY")
 ROUTING_MODES = ("LAYER2", "ROUTED")
 FIELDS = ("topology", "routing-mode", "role", "ha_ip", "primary_ip", "secret")
+# A pair has two nodes; a few more addresses at most (a node with a second one).
+MAX_ALL_IPS = 8
 # A VRRPv2 password travels in clear and keepalived uses 8 characters of it;
 # no blanks, quotes, braces or comment signs: it is written into keepalived.conf.
 SECRET_CHARACTERS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -52,14 +54,31 @@ def parse_form(body, own_addresses):
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:
         raise Conflict("Invalid request", "body: not UTF-8 form data")
-    fields, all_ips, problems = {}, {}, []
+    fields, entries, problems, unknown = {}, [], [], []
     for name, value in pairs:
-        if name.startswith("all_ips[") and name.endswith("]") and name[8:-1].isdigit():
-            all_ips[int(name[8:-1])] = value.strip()
+        if name.startswith("all_ips[") and name.endswith("]"):
+            entries.append((name[8:-1], value.strip()))
         elif name in FIELDS:
             fields[name] = value.strip()
         else:
-            problems.append("%s: unknown parameter" % name)
+            unknown.append(name)
+    problems += ["%s: unknown parameter" % name for name in unknown[:10]]
+    if len(unknown) > 10:
+        problems.append("... and %d more unknown parameters" % (len(unknown) - 10))
+    all_ips = {}
+    if len(entries) > MAX_ALL_IPS:
+        problems.append("all_ips: %d addresses, at most %d (a pair has 2 nodes)"
+                        % (len(entries), MAX_ALL_IPS))
+        entries = []
+    for index_text, value in entries:
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not (index_text.isascii() and index_text.isdigit()):
+            problems.append("all_ips[%s]: the index must be a number 0, 1, 2, ..."
+                            % index_text[:20])
+        elif int(index_text) in all_ips:
+            problems.append("all_ips[%s]: index given twice" % index_text[:20])
+        else:
+            all_ips[int(index_text)] = value
     wanted = dict(NEVER_CONFIGURED)
     topology = fields.get("topology", "")
     if topology not in TOPOLOGIES:
@@ -78,15 +97,16 @@ def parse_form(body, own_addresses):
     wanted["role"] = role
     if sorted(all_ips) != list(range(len(all_ips))):
         problems.append("all_ips: indexes must run 0, 1, 2, ... without gaps")
-    addresses = []
+    addresses, seen = [], set()
     for index in sorted(all_ips):
         address = _address(all_ips[index])
         if address is None:
             problems.append("all_ips[%d]: %r is not an IP address" % (index, all_ips[index]))
-        elif address in addresses:
+        elif address in seen:
             problems.append("all_ips[%d]: %s is listed twice" % (index, address))
         else:
             addresses.append(address)
+            seen.add(address)
     wanted["all_ips"] = addresses
     for name in ("ha_ip", "primary_ip"):
         text = fields.get(name, "")
@@ -122,6 +142,14 @@ def _pair_problems(wanted, own_addresses):
         problems.append("primary_ip: must be an IPv4 address")
     elif wanted["primary_ip"] not in addresses:
         problems.append("primary_ip: %s is not one of all_ips" % wanted["primary_ip"])
+    # VRRPv2 is IPv4 only, and keepalived -t refuses a pair of mixed families.
+    for index, address in enumerate(addresses):
+        if ":" in address:
+            problems.append("all_ips[%d]: %s is IPv6; a pair's addresses are one family, IPv4 "
+                            "like primary_ip (VRRPv2)" % (index, address))
+    if ":" in wanted["ha_ip"]:
+        problems.append("ha_ip: %s is IPv6; a pair's addresses are one family, IPv4 like "
+                        "primary_ip (VRRPv2)" % wanted["ha_ip"])
     secret = wanted["secret"]
     if not secret:
         problems.append("secret: required for ACTIVE-STANDBY")

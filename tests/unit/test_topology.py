@@ -110,3 +110,60 @@ def test_changes_during_a_transition_are_503_and_reads_are_not(app, state_dir, i
     finally:
         os.close(lock)
     assert json.loads(app.get("/topology").text)["topology_status"] == "OK"
+
+
+@pytest.mark.parametrize("form, line", [
+    # str.isdigit() takes "²"; int() does not: a 500 once.
+    (SAMPLE + "&all_ips%5B%C2%B2%5D=10.0.0.4", "all_ips[²]: the index must be a number"),
+    (SAMPLE + "&all_ips%5Bx%5D=10.0.0.4", "all_ips[x]: the index must be a number"),
+    (SAMPLE + "&all_ips%5B01%5D=10.0.0.4", "all_ips[01]: index given twice"),
+    (replace(SAMPLE, "all_ips%5B1%5D", "2001:db8::3"),
+     "all_ips[1]: 2001:db8::3 is IPv6; a pair's addresses are one family"),
+    (replace(SAMPLE, "ha_ip", "2001:db8::5"),
+     "ha_ip: 2001:db8::5 is IPv6; a pair's addresses are one family"),
+])
+def test_odd_indexes_and_mixed_families_are_409(form, line):
+    with pytest.raises(Conflict) as refused:
+        parse_form(form.encode(), OWN)
+    assert any(l.startswith(line) for l in refused.value.detail.splitlines()), \
+        refused.value.detail
+
+
+def test_all_ips_is_bounded_and_parsed_in_linear_time():
+    import time
+
+    from appliance_api.topology import MAX_ALL_IPS
+
+    def form(count):
+        return (SAMPLE + "".join("&all_ips%%5B%d%%5D=10.1.%d.%d" % (i, i // 250, i % 250)
+                                 for i in range(2, count))).encode()
+
+    own = {"10.0.0.2"}
+    wanted = parse_form(form(MAX_ALL_IPS), own)
+    assert len(wanted["all_ips"]) == MAX_ALL_IPS
+    with pytest.raises(Conflict) as refused:
+        parse_form(form(MAX_ALL_IPS + 1), own)
+    assert refused.value.detail.splitlines()[0] == "all_ips: %d addresses, at most %d (a pair has 2 nodes)" % (
+        MAX_ALL_IPS + 1, MAX_ALL_IPS)
+    # 40,000 addresses took 9.6 s once (a list searched for each): refused fast now.
+    started = time.monotonic()
+    with pytest.raises(Conflict):
+        parse_form(form(40000), own)
+    assert time.monotonic() - started < 1.0
+
+
+def test_so_many_unknown_parameters_give_a_bounded_answer():
+    with pytest.raises(Conflict) as refused:
+        parse_form(("topology=SINGLE" + "".join("&x%d=1" % i for i in range(1000))).encode(),
+                   OWN)
+    lines = refused.value.detail.splitlines()
+    assert len(lines) == 11 and lines[-1] == "... and 990 more unknown parameters"
+
+
+def test_post_topology_index_that_is_not_ascii_is_409_not_500(app, state_dir):
+    response = app.post("/topology", SAMPLE + "&all_ips%5B%C2%B2%5D=10.0.0.4",
+                        content_type="application/x-www-form-urlencoded", expect_errors=True)
+    assert response.status_int == 409, response.text
+    assert "all_ips[²]: the index must be a number" in response.text
+    assert not os.path.exists(os.path.join(state_dir, "topology.json"))
+
