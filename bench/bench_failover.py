@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -28,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from support.polling import eventually  # noqa: E402
-from support.netns import Pair, haproxy_config, topology_form  # noqa: E402
+from support.netns import Pair, client_loop, haproxy_config, topology_form  # noqa: E402
 
 HA_IP, SERVICE_IP = "192.0.2.100", "192.0.2.110"
 PRIMARY, SECONDARY = Pair.NODES
@@ -36,28 +35,6 @@ RUNS = int(os.environ.get("FAILOVER_RUNS", "5"))
 REQUESTS = int(os.environ.get("FAILOVER_REQUESTS", "2000"))
 # [ha] down_timer_adverts: 3 is the VRRP RFCs' (and the API's default).
 DOWN_TIMER_ADVERTS = os.environ.get("FAILOVER_DOWN_TIMER_ADVERTS", "3")
-
-CLIENT_LOOP = r"""
-import socket, sys, time
-requests, failed, started = 0, 0, time.monotonic()
-while requests < %(requests)d and time.monotonic() - started < 120:
-    requests += 1
-    try:
-        with socket.create_connection((%(address)r, 80), timeout=3) as sock:
-            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            answer = b""
-            while True:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                answer += chunk
-        if b" 200 " not in answer.split(b"\r\n", 1)[0]:
-            failed += 1
-    except OSError:
-        failed += 1
-    time.sleep(0.004)
-print(requests, failed, flush=True)
-"""
 
 
 def holders(pair, address):
@@ -149,16 +126,14 @@ def main():
         # Traffic across a clean failover and back.
         assert primary_back(pair)
         time.sleep(1.5)
-        loop = subprocess.Popen(list(pair.client.prefix) + [
-            sys.executable, "-c", CLIENT_LOOP % {"requests": REQUESTS, "address": SERVICE_IP}],
-            stdout=subprocess.PIPE, text=True)
+        loop = client_loop(pair, SERVICE_IP, REQUESTS)
         time.sleep(3)
         os.kill(keepalived_pid(), signal.SIGTERM)
         assert eventually(lambda: holders(pair, SERVICE_IP)[1], 15)
         time.sleep(3)
         restart_keepalived()
         assert primary_back(pair)
-        requests, failed = (int(x) for x in loop.communicate(timeout=180)[0].split())
+        requests, failed = (int(x) for x in loop.communicate(timeout=180)[0].split()[:2])
 
         print()
         print("Failover of an active/standby pair (%d runs each; seconds; "

@@ -174,6 +174,40 @@ class Pair:
                 namespace.close()
 
 
+# A client in the client namespace: a new connection per request (3 s connect
+# timeout), until `requests` were sent, 120 s passed, or the file `stop` exists;
+# prints "requests failed", then the seconds (since its start) of each failure.
+CLIENT_LOOP = r"""
+import os, socket, sys, time
+requests, failed, started = 0, [], time.monotonic()
+while requests < %(requests)d and time.monotonic() - started < 120 \
+        and not (%(stop)r and os.path.exists(%(stop)r)):
+    requests += 1
+    try:
+        with socket.create_connection((%(address)r, 80), timeout=3) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            answer = b""
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        if b" 200 " not in answer.split(b"\r\n", 1)[0]:
+            failed.append(time.monotonic() - started)
+    except OSError:
+        failed.append(time.monotonic() - started)
+    time.sleep(0.004)
+print(requests, len(failed), " ".join("%%.2f" %% t for t in failed), flush=True)
+"""
+
+
+def client_loop(pair, address, requests, stop=""):
+    """CLIENT_LOOP started in the pair's client namespace (a Popen; its stdout the answer)."""
+    return subprocess.Popen(list(pair.client.prefix) + [
+        sys.executable, "-c", CLIENT_LOOP % {"requests": requests, "address": address,
+                                             "stop": stop}], stdout=subprocess.PIPE, text=True)
+
+
 def topology_form(role, routing_mode="LAYER2", secret="pairsecret"):
     """POST /topology's fields for a node of the Pair, as the draft's sample call sends them."""
     primary, secondary = Pair.NODES
