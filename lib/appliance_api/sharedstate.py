@@ -94,16 +94,12 @@ def converge_locked(config, network, desired):
     """converge() for a caller that holds the appliance lock. In an
     ACTIVE-STANDBY pair the service IPs are keepalived's VRRP addresses (it
     puts them on the active node only); the accounting rules are the API's
-    on both nodes."""
-    from . import topology
+    on both nodes. The topology is the last one carried out, never a FAILED
+    one; during a transition its worker's last step converges
+    (transition.converge_service_ips)."""
+    from .transition import converge_service_ips
 
-    if topology.load(config.state_dir)["topology"] == "ACTIVE-STANDBY":
-        from .transition import update_service_ips
-
-        network.converge_accounting(desired)
-        update_service_ips(config, desired)
-    else:
-        network.converge(desired)
+    converge_service_ips(config, network, desired)
 
 
 def reconcile(config):

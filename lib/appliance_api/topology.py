@@ -15,10 +15,20 @@ What this appliance makes of each topology:
   in different subnets either way); the appliance runs no routing daemon, so
   under ROUTED the network must route ha_ip and the service IPs to both nodes.
 
-A change is stored with topology_status TOPOLOGY-CHANGE and carried out by a
-detached worker (`octctl topology-apply`) holding topology.lock; changes to
-instances get 503 meanwhile. A transition whose worker died, or that ran past
-its deadline, reads as a failure.
+A change is checked in the POST (the form, one address family, and
+`keepalived -t` on the configuration it would run), stored with
+topology_status TOPOLOGY-CHANGE and carried out by a detached worker
+(`octctl topology-apply`) holding topology.lock; changes to instances get 503
+meanwhile. The worker's last step, under the appliance lock, reads the stored
+configs again, so a change that slipped in during the transition is in it.
+
+The desired state is the last topology carried out (the stored one while its
+status is OK; kept as "applied" in topology.json while a change runs or after
+it failed). A transition whose worker died, or that ran past its deadline,
+reads as FAILED: the worker puts the machine back to the last topology carried
+out, and neither a tenant's change nor `octctl reconcile` carries a FAILED
+topology out later; only a new POST /topology does (the same form again
+retries it).
 """
 import json
 import os
@@ -31,6 +41,8 @@ TOPOLOGIES = ("SINGLE", "ACTIVE-STANDBY", "ACTIVE-ACTIVE")
 ROLES = ("PRIMARY", "SECONDARY")
 ROUTING_MODES = ("LAYER2", "ROUTED")
 FIELDS = ("topology", "routing-mode", "role", "ha_ip", "primary_ip", "secret")
+# What a carried-out topology is made of (the "applied" record).
+TOPOLOGY_FIELDS = FIELDS + ("all_ips",)
 # A pair has two nodes; a few more addresses at most (a node with a second one).
 MAX_ALL_IPS = 8
 # A VRRPv2 password travels in clear and keepalived uses 8 characters of it;
@@ -192,6 +204,17 @@ def load(state_dir):
         except ValueError:
             stored.update(status="FAILED", reason="the stored topology is unreadable")
     return stored
+
+
+def carried_out(stored):
+    """The last topology carried out: the stored one when its status is OK,
+    else the record the POST kept of the one before it ("applied")."""
+    if stored["status"] == "OK":
+        return {key: stored[key] for key in TOPOLOGY_FIELDS}
+    applied = stored.get("applied")
+    if not isinstance(applied, dict):
+        return {key: NEVER_CONFIGURED[key] for key in TOPOLOGY_FIELDS}
+    return {key: applied.get(key, NEVER_CONFIGURED[key]) for key in TOPOLOGY_FIELDS}
 
 
 def store(state_dir, topology):

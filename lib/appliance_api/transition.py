@@ -38,7 +38,12 @@ def start_worker(config, lock_fd):
 
 def apply(config):
     """Make the machine run the stored topology; store the outcome as its
-    topology_status (OK, or FAILED with a reason). Returns that status."""
+    topology_status (OK, or FAILED with a reason). Returns that status.
+
+    Success is stored by the last step, under the appliance lock, together
+    with what that step converged to: a change that comes after it sees OK
+    and converges itself; one that came before it is in it. A failure puts
+    the machine back to the last topology carried out (topology.carried_out)."""
     stored = topology.load(config.state_dir)
     try:
         if stored["topology"] == "ACTIVE-STANDBY":
@@ -47,10 +52,32 @@ def apply(config):
             outcome = _become_single(config)
     except Exception as error:  # any failure is the transition's outcome, not a crash
         outcome = "FAILED", "%s: %s" % (type(error).__name__, error)
+    if outcome[0] != "OK":
+        _fail(config, outcome[1])
+    # Not topology.status(): this process holds topology.lock still.
     stored = topology.load(config.state_dir)
-    stored["status"], stored["reason"] = outcome
+    return "OK" if stored["status"] == "OK" else "FAILED: %s" % stored["reason"]
+
+
+def _record_outcome(config, status, reason):
+    """Store the transition's outcome; callers hold the appliance lock."""
+    stored = topology.load(config.state_dir)
+    stored["status"], stored["reason"] = status, reason
+    if status == "OK":
+        stored["applied"] = topology.carried_out(stored)
     topology.store(config.state_dir, stored)
-    return topology.status(config.state_dir, stored) if outcome[0] != "OK" else "OK"
+
+
+def _fail(config, reason):
+    with appliance_lock(config.state_dir):
+        _record_outcome(config, "FAILED", reason)
+        try:
+            # Back to the last topology carried out, with every stored config.
+            converge_service_ips(config, Network(config),
+                                 sharedstate.ApplianceView(config).service_ips())
+        except Exception as error:
+            _record_outcome(config, "FAILED", "%s; putting the machine back failed too: %s: %s"
+                            % (reason, type(error).__name__, error))
 
 
 def _become_single(config):
@@ -58,36 +85,51 @@ def _become_single(config):
     with appliance_lock(config.state_dir):
         keepalived.stop()  # it takes ha_ip and the service IPs with it
         files.remove(keepalived.state_path)
-        network = Network(config)
-        if network.enabled:
-            network.converge(sharedstate.ApplianceView(config).service_ips())
+        Network(config).converge(sharedstate.ApplianceView(config).service_ips())
+        _record_outcome(config, "OK", "")
     return "OK", ""
 
 
 def _become_pair_member(config, stored):
+    """Start (or reload) keepalived for this node of the pair.
+
+    keepalived 2.2.7 starts in BACKUP whatever `state` says, removes the
+    addresses of its configuration, and takes them only when it becomes
+    MASTER, after its master-down interval (~3 s). So the service IPs the API
+    put on the interface (a node that served alone) are left out of the first
+    configuration and stay the API's: they stay on the interface until
+    keepalived has settled. Then the last step hands them over: on a MASTER,
+    the full configuration (SIGHUP) makes them keepalived's own (it keeps an
+    address it finds present, and removes it on leaving MASTER); on a BACKUP,
+    the API takes them off."""
     from .appliance import own_addresses
 
     own = topology.own_address(stored, own_addresses(config))
     if own is None:
         return "FAILED", "none of all_ips is this appliance's own address"
     keepalived = Keepalived(config)
+    network = Network(config)
     started = time.time()
     with appliance_lock(config.state_dir):
         set_nonlocal_bind()
         desired = sharedstate.ApplianceView(config).service_ips()
-        text = render(config, stored, own, desired)
+        held = network.owned() & desired if network.enabled else set()
+        text = render(config, stored, own, desired - held)
         ok, output = keepalived.check(text)
         if not ok:
             return "FAILED", "keepalived refused its configuration: %s" % " ".join(
                 output.split())[:300]
         keepalived.apply(text)
-        Network(config).converge_accounting(desired)
+        network.converge_accounting(desired)
     deadline = started + config.number("ha", "transition_timeout")
+    # A BACKUP held this long is not the start's: another node is MASTER.
+    settled = config.number("ha", "down_timer_adverts") + 1.0
     restarted = False
     while time.time() < deadline:
-        state, _when = keepalived.state()
-        if state in ("MASTER", "BACKUP", "FAULT"):
-            _hand_addresses_to_keepalived(config, stored)
+        state, when = keepalived.state()
+        if state == "MASTER" or (state in ("BACKUP", "FAULT")
+                                 and (not held or time.time() - when >= settled)):
+            _hand_addresses_to_keepalived(config, stored, own)
             return "OK", ""
         if keepalived.process() is None:
             if restarted:
@@ -102,14 +144,25 @@ def _become_pair_member(config, stored):
         config.number("ha", "transition_timeout"))
 
 
-def _hand_addresses_to_keepalived(config, stored):
-    """From SINGLE to a pair: the service IPs the API put on the interface
-    are keepalived's VRRP addresses from now on (it removed them itself on a
-    node that entered BACKUP, and carries them on the MASTER)."""
+def _hand_addresses_to_keepalived(config, stored, own):
+    """The transition's last step, under the appliance lock: the stored
+    configs read again (a change during the transition left its service IPs
+    to this step), keepalived given all of them, the API's own addresses
+    handed over (kept by a MASTER, taken off on a BACKUP), and OK stored."""
+    keepalived = Keepalived(config)
     network = Network(config)
-    if network.enabled:
-        with appliance_lock(config.state_dir):
+    with appliance_lock(config.state_dir):
+        desired = sharedstate.ApplianceView(config).service_ips()
+        owned = network.owned() if network.enabled else set()
+        master = keepalived.state()[0] == "MASTER"
+        keepalived.apply(render(config, stored, own, desired))
+        network.converge_accounting(desired)
+        if network.enabled:
+            let_go = owned - desired if master else owned
+            if let_go:
+                network.remove_addresses(let_go & network.addresses_on_interface())
             network.forget_owned()
+        _record_outcome(config, "OK", "")
 
 
 def render(config, stored, own, service_ips):
@@ -119,17 +172,53 @@ def render(config, stored, own, service_ips):
         notify_command=" ".join(octctl_command(config, "vrrp-notify")))
 
 
-def update_service_ips(config, service_ips):
-    """In a pair, the service IPs are keepalived's VRRP addresses: re-render
-    and reload it (SIGHUP moves no address) when they change. Callers hold
-    the appliance lock."""
+def check_pair(config, wanted):
+    """What POST /topology runs before it answers: `keepalived -t` on the
+    configuration this node would run (with the stored configs' service IPs);
+    Conflict with keepalived's reason if it refuses it."""
+    from .appliance import own_addresses
+    from .errors import Conflict
+
+    own = topology.own_address(wanted, own_addresses(config))
+    if own is None:
+        return  # parse_form said so already
+    with appliance_lock(config.state_dir):
+        desired = sharedstate.ApplianceView(config).service_ips()
+    ok, output = Keepalived(config).check(render(config, wanted, own, desired))
+    if not ok:
+        lines = [line.split(": ", 1)[-1] for line in output.splitlines() if line.strip()]
+        raise Conflict("Invalid request", "keepalived refused the pair's configuration: %s"
+                       % " / ".join(lines[-5:])[:500])
+
+
+def converge_service_ips(config, network, desired):
+    """sharedstate.converge_locked's work (callers hold the appliance lock):
+    the machine made what the last topology carried out asks for, with the
+    service IPs in desired. SINGLE: no keepalived, the API puts them on the
+    interface. ACTIVE-STANDBY: they are keepalived's VRRP addresses;
+    re-render and reload it (SIGHUP moves no address), or start it (what
+    brings keepalived back after a reboot or a crash). The accounting rules
+    are the API's either way.
+
+    While a transition runs, only the accounting: its worker's last step reads
+    the stored configs again under this lock. A FAILED topology is not
+    carried out here: the last one carried out is (topology.carried_out)."""
+    stored = topology.load(config.state_dir)
+    if stored["status"] == topology.TRANSITION and topology.transition_running(
+            config.state_dir):
+        network.converge_accounting(desired)
+        return
+    target = topology.carried_out(stored)
+    keepalived = Keepalived(config)
+    if target["topology"] != "ACTIVE-STANDBY":
+        if keepalived.process() is not None:  # left by a transition that failed
+            keepalived.stop()
+            files.remove(keepalived.state_path)
+        network.converge(desired)
+        return
     from .appliance import own_addresses
 
-    stored = topology.load(config.state_dir)
-    if topology.status(config.state_dir, stored) == topology.TRANSITION:
-        return  # the worker renders and runs keepalived itself
-    own = topology.own_address(stored, own_addresses(config))
+    network.converge_accounting(desired)
+    own = topology.own_address(target, own_addresses(config))
     if own is not None:
-        # Also what brings keepalived back after a reboot or a crash: the
-        # stored topology is the desired state, keepalived running is part of it.
-        Keepalived(config).apply(render(config, stored, own, service_ips))
+        keepalived.apply(render(config, target, own, desired))

@@ -167,3 +167,15 @@ def test_post_topology_index_that_is_not_ascii_is_409_not_500(app, state_dir):
     assert "all_ips[²]: the index must be a number" in response.text
     assert not os.path.exists(os.path.join(state_dir, "topology.json"))
 
+
+def test_the_last_topology_carried_out():
+    from appliance_api.topology import NEVER_CONFIGURED, carried_out
+
+    pair = parse_form(SAMPLE.encode(), OWN)
+    assert carried_out(dict(pair, status="OK"))["all_ips"] == ["10.0.0.2", "10.0.0.3"]
+    # Running or FAILED: the one before, kept by the POST; none kept: SINGLE.
+    single = carried_out(dict(NEVER_CONFIGURED))
+    assert carried_out(dict(pair, status="FAILED", applied=single))["topology"] == "SINGLE"
+    assert carried_out(dict(pair, status="TOPOLOGY-CHANGE"))["topology"] == "SINGLE"
+    assert carried_out(dict(NEVER_CONFIGURED, status="FAILED",
+                            applied=carried_out(dict(pair, status="OK"))))["ha_ip"] == "10.0.0.5"

@@ -25,14 +25,17 @@ def get_topology(request):
 
 
 def post_topology(request):
-    """Validate, store with topology_status TOPOLOGY-CHANGE, and start the
-    worker that carries the change out; it inherits topology.lock, so the
-    transition counts as running from this moment until the worker ends."""
+    """Validate (the form, then `keepalived -t` on the configuration a pair
+    would run: a pair that cannot form is a 409, before anything is stored),
+    store with topology_status TOPOLOGY-CHANGE and the last topology carried
+    out ("applied", what a failure goes back to), and start the worker that
+    carries the change out; it inherits topology.lock, so the transition
+    counts as running from this moment until the worker ends."""
     import os
 
     from .. import appliance, topology
     from ..system.signals import terminate_after_change
-    from ..transition import start_worker
+    from ..transition import check_pair, start_worker
 
     body = request.read_body(int(request.config.number("limits", "config_bytes")))
     lock = topology.take_transition_lock(request.config.state_dir)
@@ -40,7 +43,10 @@ def post_topology(request):
         raise ClusterTransition()
     try:
         wanted = topology.parse_form(body, appliance.own_addresses(request.config))
-        wanted.update(status=topology.TRANSITION, reason="")
+        if wanted["topology"] == "ACTIVE-STANDBY":
+            check_pair(request.config, wanted)
+        applied = topology.carried_out(topology.load(request.config.state_dir))
+        wanted.update(status=topology.TRANSITION, reason="", applied=applied)
         with terminate_after_change():  # a stored change gets its worker
             topology.store(request.config.state_dir, wanted)
             start_worker(request.config, lock)

@@ -12,6 +12,9 @@ on a clean stop the backup takes over after its skew time, (256 - 250)/256 s,
 not 3.6 s (measured here: ~25 ms against ~611 ms at 150/100). A failing
 health check of this node's daemons lowers the priority by 20, below the
 other node's, so the healthy node takes over; if both fail alike, nothing moves.
+Not priority 255 (an address owner is MASTER at once): keepalived then
+ignores the health check's weight ("ignoring tracked script ... due to
+address_owner"), measured here.
 """
 import ipaddress
 import os
@@ -67,10 +70,13 @@ class Keepalived:
             "    weight %d" % HEALTH_WEIGHT,
             "}",
             "vrrp_instance appliance {",
-            # PRIMARY starts as MASTER: a node that served alone goes on
-            # serving, rather than drop every address for the 3 s a BACKUP
-            # start waits. The other node, lower, yields to it.
-            "    state %s" % ("MASTER" if topology["role"] == "PRIMARY" else "BACKUP"),
+            # keepalived 2.2.7 starts in BACKUP whatever this says (at
+            # priority 254 too; it logs "removing VIPs"), and becomes MASTER
+            # after its master-down interval (~3 s) unless it hears a higher
+            # priority. So no node claims MASTER here; a node that served
+            # alone keeps its service IPs through the start because the
+            # transition leaves them out of the first config (transition.py).
+            "    state BACKUP",
             "    interface %s" % self.interface,
             "    virtual_router_id %d" % int(self.config.number("ha", "virtual_router_id")),
             "    priority %d" % PRIORITIES[topology["role"]],
