@@ -115,13 +115,6 @@ SYSTEM_SOCKETS = ("/dev/log",)
 TLS, PAGE, PRIVATE, SOCKET, CONNECT = "TLS material", "a page", "a file", "a socket", \
     "a socket to connect to"
 
-def fill(template, instance_dir, management_address):
-    """The template with {MYIP} and {INSTANCE_DIR} filled in: what runs, but
-    for the options a daemon adds of its own (stunnel's pid and log)."""
-    return (template.replace("{MYIP}", management_address)
-                    .replace("{INSTANCE_DIR}", os.path.abspath(instance_dir)))
-
-
 class Listener:
     """A TCP listener: address (an ip_address, or None for every address) and a port range."""
 

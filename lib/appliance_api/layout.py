@@ -70,6 +70,13 @@ def is_certificate_name(name):
 
 
 
+def fill_template(template, instance_dir, management_address):
+    """A config template with {MYIP} and {INSTANCE_DIR} filled in: what runs,
+    but for the options a daemon adds of its own (stunnel's pid and log)."""
+    return (template.replace("{MYIP}", management_address)
+                    .replace("{INSTANCE_DIR}", os.path.abspath(instance_dir)))
+
+
 def instances_dir(state_dir):
     return os.path.join(state_dir, "instances")
 

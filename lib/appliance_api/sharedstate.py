@@ -16,7 +16,7 @@ just claimed.
 """
 from . import configscan
 from .errors import Conflict
-from .layout import SERVICES, existing_instances
+from .layout import SERVICES, existing_instances, fill_template
 from .system import files
 from .system.locks import appliance_lock
 from .system.network import Network
@@ -24,7 +24,7 @@ from .system.network import Network
 
 def scan_template(instance, service, template, config):
     """The configscan.Scan of a template (text)."""
-    filled = configscan.fill(template, instance.dir, config.get("api", "management_address"))
+    filled = fill_template(template, instance.dir, config.get("api", "management_address"))
     return configscan.Scan(service, filled, instance.dir)
 
 

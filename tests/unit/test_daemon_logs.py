@@ -2,7 +2,7 @@
 import os
 
 from appliance_api.layout import Instance
-from appliance_api.system.daemons import Haproxy
+from appliance_api.system.haproxy import Haproxy
 
 
 def test_a_log_truncated_since_the_offset_is_read_from_its_start(config, instance_id):

@@ -81,7 +81,7 @@ def test_config_lifecycle_in_process(app, state_dir, instance_id):
 
 
 def test_stunnel_render_puts_managed_options_last_in_the_global_section(config, instance_id):
-    from appliance_api.system.daemons import Stunnel
+    from appliance_api.system.stunnel import Stunnel
 
     stunnel = Stunnel(Instance(config.state_dir, instance_id), config)
     text = stunnel.render("pid = /tmp/theirs.pid\nforeground = yes\n[tls]\naccept = {MYIP}:443\n"
@@ -194,7 +194,7 @@ def test_certificate_in_use_by_a_config_cannot_be_deleted(app, state_dir, instan
     ("", False), ("debug = 7\n", False), ("debug = notice\n", False),
     ("debug = 4\n", True), ("debug = daemon.err\n", True), ("debug = warning ; quiet\n", True)])
 def test_stunnel_render_keeps_the_reload_notice_logged(config, instance_id, debug, managed):
-    from appliance_api.system.daemons import Stunnel
+    from appliance_api.system.stunnel import Stunnel
 
     text = Stunnel(Instance(config.state_dir, instance_id), config).render(
         debug + "[tls]\naccept = 443\n")
@@ -303,13 +303,13 @@ def put_swapped(instance, data, config):
 
 def test_a_certificate_haproxy_holds_is_swapped_without_a_reload(running_haproxy, config,
                                                                  monkeypatch):
-    from appliance_api.system import daemons
+    from appliance_api.system import haproxy
 
     instance, reloads = running_haproxy
     path = os.path.abspath(instance.certificate("x.pem"))
     cli = FakeMasterCli([path], {"@1 set ssl cert": "Transaction created for certificate %s!\n"
                                  % path, "@1 commit ssl cert": "Committing %s.\nSuccess!\n" % path})
-    monkeypatch.setattr(daemons, "master_cli", cli)
+    monkeypatch.setattr(haproxy, "master_cli", cli)
     lines = put_swapped(instance, b"new bundle\n", config)
     assert lines == ["haproxy daemon for %s took x.pem without a reload (pid 4242)" % instance.id]
     assert reloads == []
@@ -319,14 +319,14 @@ def test_a_certificate_haproxy_holds_is_swapped_without_a_reload(running_haproxy
 
 def test_a_transaction_a_killed_request_left_open_is_aborted_first(running_haproxy, config,
                                                                    monkeypatch):
-    from appliance_api.system import daemons
+    from appliance_api.system import haproxy
 
     instance, reloads = running_haproxy
     path = os.path.abspath(instance.certificate("x.pem"))
     cli = FakeMasterCli([path], {"@1 set ssl cert": "Transaction created\n",
                                  "@1 commit ssl cert": "Committing.\nSuccess!\n"},
                         transaction="/elsewhere/y.pem")
-    monkeypatch.setattr(daemons, "master_cli", cli)
+    monkeypatch.setattr(haproxy, "master_cli", cli)
     put_swapped(instance, b"new bundle\n", config)
     assert cli.commands[3:] == ["@1 abort ssl cert /elsewhere/y.pem", "@1 set ssl cert " + path,
                                 "@1 commit ssl cert " + path]
@@ -336,13 +336,13 @@ def test_a_refused_set_changes_nothing_live_and_a_reload_decides(running_haproxy
                                                                  monkeypatch):
     """haproxy's parser may disagree with ours, or the payload may pass a
     smaller tune.bufsize: nothing live changed, so a reload reads the file."""
-    from appliance_api.system import daemons
+    from appliance_api.system import haproxy
 
     instance, reloads = running_haproxy
     path = os.path.abspath(instance.certificate("x.pem"))
     cli = FakeMasterCli([path], {"@1 set ssl cert": "unable to load certificate from file "
                                  "'x'.\nCan't load the payload\n"})
-    monkeypatch.setattr(daemons, "master_cli", cli)
+    monkeypatch.setattr(haproxy, "master_cli", cli)
     lines = put_swapped(instance, b"new bundle\n", config)
     assert lines == ["haproxy daemon for %s reloaded (pid 4242)" % instance.id]
     assert cli.commands[-1] == "@1 abort ssl cert " + path
@@ -357,14 +357,14 @@ def test_a_refused_set_changes_nothing_live_and_a_reload_decides(running_haproxy
 def test_a_certificate_haproxy_refuses_changes_nothing(running_haproxy, config, monkeypatch,
                                                       answers):
     from appliance_api.errors import Conflict
-    from appliance_api.system import daemons
+    from appliance_api.system import haproxy
 
     instance, reloads = running_haproxy
     path = os.path.abspath(instance.certificate("x.pem"))
     with open(path, "wb") as file:
         file.write(b"old bundle\n")
     cli = FakeMasterCli([path], answers)
-    monkeypatch.setattr(daemons, "master_cli", cli)
+    monkeypatch.setattr(haproxy, "master_cli", cli)
     with pytest.raises(Conflict) as refused:
         put_swapped(instance, b"new bundle\n", config)
     assert refused.value.reason.startswith("haproxy refused the certificate")
@@ -377,12 +377,12 @@ def test_a_certificate_haproxy_refuses_changes_nothing(running_haproxy, config, 
 @pytest.mark.parametrize("loaded, size", [([], 100), (None, 100), ("same", 20000)],
                          ids=["not held", "no CLI", "over the CLI buffer"])
 def test_otherwise_haproxy_is_reloaded(running_haproxy, config, monkeypatch, loaded, size):
-    from appliance_api.system import daemons
+    from appliance_api.system import haproxy
 
     instance, reloads = running_haproxy
     path = os.path.abspath(instance.certificate("x.pem"))
     cli = FakeMasterCli([path] if loaded == "same" else loaded or [], {})
-    monkeypatch.setattr(daemons, "master_cli", (lambda *a, **k: None) if loaded is None else cli)
+    monkeypatch.setattr(haproxy, "master_cli", (lambda *a, **k: None) if loaded is None else cli)
     lines = put_swapped(instance, b"x" * size + b"\n", config)
     assert lines == ["haproxy daemon for %s reloaded (pid 4242)" % instance.id]
     assert reloads == [True]
@@ -400,7 +400,7 @@ def test_otherwise_haproxy_is_reloaded(running_haproxy, config, monkeypatch, loa
     ("[my tls]\naccept = 127.0.0.1:443\n", [("my tls", "127.0.0.1:443")]),
 ])
 def test_the_listeners_stunnel_is_handed(config, instance_id, template, listeners):
-    from appliance_api.system.daemons import Stunnel
+    from appliance_api.system.stunnel import Stunnel
 
     instance = Instance(config.state_dir, instance_id)
     os.makedirs(instance.dir)
@@ -442,7 +442,7 @@ def killed_after_storing(app, method, path, body=b""):
     """Run a request in a child process that dies (os._exit) where it would
     start or reload a daemon: its files stored, nothing run; what a SIGKILL
     there leaves. The marking is the production code's own."""
-    from appliance_api.system import daemons
+    from appliance_api.system import daemon
 
     import signal
     import time
@@ -450,7 +450,7 @@ def killed_after_storing(app, method, path, body=b""):
     child = os.fork()
     if child == 0:
         try:
-            daemons.Daemon.apply = lambda *args, **kwargs: os._exit(9)
+            daemon.Daemon.apply = lambda *args, **kwargs: os._exit(9)
             app.request(path, method=method, body=body, expect_errors=True)
         finally:
             os._exit(1)  # never reached a daemon
@@ -587,7 +587,7 @@ def test_a_certificate_swapped_in_memory_does_not_catch_haproxy_up(running_hapro
                                                                    monkeypatch):
     """haproxy named behind its stored config, whose catch-up fails: a
     certificate then swapped in its memory leaves it named."""
-    from appliance_api.system import daemons
+    from appliance_api.system import daemons, haproxy
 
     instance, _reloads = running_haproxy
     with open(instance.reload_pending, "w") as mark:
@@ -598,7 +598,7 @@ def test_a_certificate_swapped_in_memory_does_not_catch_haproxy_up(running_hapro
 
     monkeypatch.setattr(daemons.Haproxy, "apply", refuse)
     path = os.path.abspath(instance.certificate("x.pem"))
-    monkeypatch.setattr(daemons, "master_cli", FakeMasterCli([path], {
+    monkeypatch.setattr(haproxy, "master_cli", FakeMasterCli([path], {
         "@1 set ssl cert": "Transaction created for certificate %s!\n" % path,
         "@1 commit ssl cert": "Committing %s.\nSuccess!\n" % path}))
     lines = put_swapped(instance, b"new bundle\n", config)
