@@ -10,10 +10,12 @@ differs, with the ordinary GET endpoints.
                             "certificates": {"<name>.pem": "<sha256>"}}}}
 
 A key is present only for a file that exists. The pair's secret is never in it.
+A standby reads a peer's manifest only through checked(): any other shape is
+refused whole, with the place it went wrong.
 """
 import hashlib
 
-from .layout import SERVICES, existing_instances
+from .layout import SERVICES, existing_instances, is_certificate_name, is_instance_id
 from .system import files
 
 
@@ -56,3 +58,58 @@ def build(config):
         "instances": {instance.id: instance_files(instance)
                       for instance in existing_instances(config.state_dir)},
     }
+
+
+FILE_KEYS = SERVICES + ("custom503",)
+_HEX = frozenset("0123456789abcdef")
+
+
+class Malformed(ValueError):
+    """A peer's manifest is not of the shape build() makes; one line saying where."""
+
+
+def checked(document):
+    """A peer's parsed manifest, refused (Malformed) unless it has build()'s
+    shape: an object whose active_node is 0 or 1 and whose instances map
+    instance ids to objects of SHA-256 hex digests (haproxy, stunnel,
+    custom503) and certificates (certificate names to digests), none empty.
+    Returns (active_node, instances)."""
+    if not isinstance(document, dict):
+        raise Malformed("not a JSON object")
+    active = document.get("active_node")
+    if type(active) is not int or active not in (0, 1):
+        raise Malformed("active_node: not 0 or 1")
+    instances = document.get("instances")
+    if not isinstance(instances, dict):
+        raise Malformed("instances: not an object")
+    for instance, entry in instances.items():
+        if not is_instance_id(instance):
+            raise Malformed("instances: %s is not an instance id" % _shown(instance))
+        where = "instances[%s]" % instance
+        if not isinstance(entry, dict) or not entry:
+            raise Malformed("%s: not an object of files" % where)
+        for key, value in entry.items():
+            if key == "certificates":
+                if not isinstance(value, dict) or not value:
+                    raise Malformed("%s.certificates: not an object of certificates" % where)
+                for name, hashed in value.items():
+                    if not is_certificate_name(name):
+                        raise Malformed("%s.certificates: %s is not a certificate name"
+                                        % (where, _shown(name)))
+                    _digest(hashed, "%s.certificates[%s]" % (where, name))
+            elif key in FILE_KEYS:
+                _digest(value, "%s.%s" % (where, key))
+            else:
+                raise Malformed("%s: unexpected key %s" % (where, _shown(key)))
+    return active, instances
+
+
+def _digest(value, where):
+    if not (isinstance(value, str) and len(value) == 64 and _HEX.issuperset(value)):
+        raise Malformed("%s: not a SHA-256 hex digest" % where)
+
+
+def _shown(text):
+    """A name from the peer, for a one-line ASCII message."""
+    shown = ascii(text)
+    return shown if len(shown) <= 60 else shown[:57] + "..."

@@ -15,3 +15,11 @@ def test_manifest_lists_each_stored_file_with_its_digest(app, instance_id):
     assert shown["topology"] == {"topology": "SINGLE", "role": "PRIMARY", "ha_ip": "",
                                  "primary_ip": "", "all_ips": [], "routing-mode": "LAYER2"}
     assert "secret" not in app.get("/manifest").text
+
+
+def test_what_build_makes_passes_the_check_a_standby_makes(app, config, instance_id):
+    from appliance_api import manifest
+
+    app.put("/instances/%s/custom503" % instance_id, PAGE)
+    built = manifest.build(config)
+    assert manifest.checked(json.loads(json.dumps(built))) == (1, built["instances"])
