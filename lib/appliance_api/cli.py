@@ -146,10 +146,12 @@ def vrrp_notify(config, arguments):
 
 def sync(config, arguments):
     """Finish the changes a killed request left, then, on a standby, one pull
-    from the active node (the timer runs it every 10 s on every node)."""
+    from the active node (the timer runs it every 10 s on every node).
+    --allow-mass-delete: this run may delete what the sync refuses to (more
+    than [sync] max_delete_share of the instances, or all of them)."""
     from . import sync as sync_module
 
-    print(sync_module.run(config))
+    print(sync_module.run(config, allow_mass_delete=arguments.allow_mass_delete))
     state = sync_module.load_state(config.state_dir)
     return 1 if state.get("failing") or state.get("error") or \
         state.get("interrupted_failing") else 0
@@ -271,6 +273,10 @@ def parser():
     for name in ("start", "stop", "reload", "check"):
         subparsers[name].add_argument("instance")
         subparsers[name].add_argument("service", nargs="?", choices=("haproxy", "stunnel"))
+    subparsers["sync"].add_argument(
+        "--allow-mass-delete", action="store_true",
+        help="this run may delete more than [sync] max_delete_share of the instances, "
+             "or all of them (an empty manifest)")
     subparsers["topology-apply"].add_argument("--lock-fd", type=int,
                                               help="topology.lock, held, inherited")
     subparsers["vrrp-notify"].add_argument("words", nargs="*",

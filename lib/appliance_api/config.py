@@ -80,12 +80,22 @@ DEFAULTS = {
         # The standby's pull from the active node (octctl sync): the CA that
         # signed the nodes' API certificates, this node's own client
         # certificate and key (one PEM, issued by the controller like the
-        # API's), the API's port, seconds per request, seconds per run.
+        # API's), the API's port, seconds per request (in all, from connecting
+        # to the answer's last byte), seconds per run.
         "ca_file": "/etc/appliance-api/pki/ca.pem",
         "client_certificate": "/etc/appliance-api/pki/sync-client.pem",
         "port": "443",
         "timeout": "5",
         "budget": "60",
+        # A run takes away (deletes, or leaves without a config) at most this
+        # share of the node's instances, and one instance always; more, or
+        # a manifest listing no instance while this node holds some, is
+        # refused until `octctl sync --allow-mass-delete`.
+        "max_delete_share": "0.25",
+        # A bigger manifest is refused unread: 16 KiB an instance (its three
+        # digests and about 50 certificates with the longest names) for
+        # 1,000 instances. Raise it for a node holding more.
+        "max_manifest_bytes": "16777216",
     },
     "status": {
         # Interfaces whose traffic /status reports: names, or "all" for every
@@ -169,6 +179,10 @@ def parse(text, path="<string>"):
                     config.flag(section, key)
                 elif default.isdigit():
                     config.number(section, key)
+                elif default.replace(".", "", 1).isdigit():  # a share, 0 to 1
+                    if not 0 <= config.number(section, key) <= 1:
+                        raise ValueError("[%s] %s: %s is not between 0 and 1" % (
+                            section, key, config.get(section, key)))
     except ValueError as error:
         raise ServerError("Configuration file %s is invalid: %s" % (path, error))
     return config

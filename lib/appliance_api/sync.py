@@ -13,6 +13,14 @@ instance the active no longer has is deleted whole. An instance that fails
 is skipped and reported; the others go on. The active unreachable: nothing
 changes here. Nothing to do: one request, no change, no reload.
 
+What the peer says is judged before anything is done: a manifest over
+[sync] max_manifest_bytes is refused unread, one of another shape than
+manifest.build() makes is refused whole (manifest.checked), and one that
+would take away too much of this node is refused (mass_delete) unless an
+operator confirms (`octctl sync --allow-mass-delete`, one run). Each request
+to the peer has [sync] timeout seconds in all (Remote); a file's body is held
+to its [limits]. A refusal, like any failure, is one line and sync_error.
+
 Runs never overlap (sync.lock); a run stops starting new instances past
 [sync] budget seconds. The outcome is kept in sync-state.json for /status.
 """
@@ -31,27 +39,120 @@ PATHS = {"haproxy": "/instances/%s/haproxy", "stunnel": "/instances/%s/stunnel",
 
 
 class Remote:
-    """The active node's API: one keep-alive TLS connection, our client certificate."""
+    """The active node's API: one keep-alive TLS connection, our client
+    certificate. Each request has [sync] timeout seconds in all, from
+    connecting to the answer's last byte (not per read: a peer trickling a
+    byte at a time runs out of it), and a bound on its body."""
 
     def __init__(self, config, address):
-        import http.client
         import ssl
 
         context = ssl.create_default_context(cafile=config.get("sync", "ca_file") or None)
         context.load_cert_chain(config.get("sync", "client_certificate"))
-        host = "[%s]" % address if ":" in address else address
-        self.connection = http.client.HTTPSConnection(
-            host.strip("[]"), int(config.number("sync", "port")), context=context,
-            timeout=config.number("sync", "timeout"))
+        self.timeout = config.number("sync", "timeout")
+        self.connection = _connection_class()(
+            address.strip("[]"), int(config.number("sync", "port")), context=context,
+            timeout=self.timeout)
 
-    def get(self, path):
-        """(status, body bytes)."""
-        self.connection.request("GET", path)
-        response = self.connection.getresponse()
-        return response.status, response.read()
+    def get(self, path, limit):
+        """(status, body bytes). TooLarge past limit bytes of body (the rest
+        unread), Deadline past the request's time; either closes the
+        connection (the next request opens another)."""
+        import http.client
+
+        self.connection.deadline = time.monotonic() + self.timeout
+        try:
+            self.connection.request("GET", path)
+            response = self.connection.getresponse()
+            length = response.getheader("Content-Length") or ""
+            if length.strip().isdigit() and int(length) > limit:
+                raise TooLarge(path, limit)
+            body = bytearray()
+            while True:
+                chunk = response.read(min(1 << 16, limit + 1 - len(body)))
+                if not chunk:
+                    break
+                body += chunk
+                if len(body) > limit:
+                    raise TooLarge(path, limit)
+        except TimeoutError:
+            self.close()
+            raise Deadline("GET %s: no whole answer within %g s" % (path, self.timeout)) \
+                from None
+        except (OSError, http.client.HTTPException, ValueError):
+            self.close()
+            raise
+        return response.status, body
 
     def close(self):
         self.connection.close()
+
+
+class TooLarge(ValueError):
+    def __init__(self, path, limit):
+        super().__init__("GET %s: the answer is over %d bytes: refused unread" % (path, limit))
+
+
+class Deadline(OSError):
+    """The active node did not answer a request in whole within its time."""
+
+
+def _connection_class():
+    """http.client's HTTPSConnection, its socket reads and writes held to the
+    request's deadline (set by Remote.get before each request)."""
+    import http.client
+    import socket
+
+    class Reader(io.RawIOBase):
+        """The socket's own reader (which keeps the socket open until it is
+        closed, as http.client expects), each read given only the time left."""
+
+        def __init__(self, connection, sock):
+            self.connection, self.sock = connection, sock
+            self.raw = sock.makefile("rb", buffering=0)
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            self.sock.settimeout(self.connection.remaining())
+            return self.raw.readinto(buffer)
+
+        def close(self):
+            self.raw.close()
+            super().close()
+
+    class Socket:
+        """The TLS socket, each read and write given only the time left."""
+
+        def __init__(self, connection, sock):
+            self.connection, self.sock = connection, sock
+
+        def makefile(self, mode):
+            return io.BufferedReader(Reader(self.connection, self.sock))
+
+        def sendall(self, data):
+            self.sock.settimeout(self.connection.remaining())
+            return self.sock.sendall(data)
+
+        def __getattr__(self, name):
+            return getattr(self.sock, name)
+
+    class Connection(http.client.HTTPSConnection):
+        deadline = None
+
+        def remaining(self):
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("the request's time ran out")
+            return left
+
+        def connect(self):
+            self.timeout = self.remaining()  # the connect and the TLS handshake too
+            super().connect()
+            self.sock = Socket(self, self.sock)
+
+    return Connection
 
 
 class LocalApi:
@@ -70,8 +171,10 @@ class LocalApi:
         return response.status, response.body.decode("utf-8", "replace")
 
 
-def run(config):
-    """One sync run; a one-line summary. The state goes to sync-state.json."""
+def run(config, allow_mass_delete=False):
+    """One sync run; a one-line summary. The state goes to sync-state.json.
+    allow_mass_delete: this run may take away what mass_delete() refuses
+    (an operator's confirmation, for one run)."""
     lock = os.open(sync_lock_path(config.state_dir), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                    0o600)
     try:
@@ -79,14 +182,21 @@ def run(config):
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return "another sync is running: nothing to do"
-        return _run_locked(config)
+        return _run_locked(config, allow_mass_delete)
     finally:
         os.close(lock)
 
 
-def _run_locked(config):
+def _run_locked(config, allow_mass_delete):
     finished = _finish_interrupted(config)
-    summary = _sync_locked(config)
+    try:
+        summary = _sync_locked(config, allow_mass_delete)
+    except Exception as error:  # recorded in one line, never a traceback
+        state = load_state(config.state_dir)
+        state["error"] = "the sync failed: %s: %s" % (
+            type(error).__name__, " ".join(str(error).split())[:300])
+        store_state(config.state_dir, state)
+        summary = "not synced: " + state["error"]
     return "%s; %s" % (finished, summary) if finished else summary
 
 
@@ -143,7 +253,7 @@ def _finish_interrupted(config):
         done, len(failing), "".join(" (%s: %s)" % item for item in sorted(failing.items())))
 
 
-def _sync_locked(config):
+def _sync_locked(config, allow_mass_delete=False):
     from .appliance import holds_ha_ip, own_addresses
 
     stored = topology.load(config.state_dir)
@@ -158,46 +268,96 @@ def _sync_locked(config):
     state["last_run"] = started
     if not peers:
         return _unreachable(config, state, "no peer address in all_ips")
+    import http.client
+
     try:
         remote = Remote(config, peers[0])
-        status, body = remote.get("/manifest")
+        status, body = remote.get("/manifest", int(config.number("sync", "max_manifest_bytes")))
         if status != 200:
             raise OSError("GET /manifest answered %d" % status)
-        remote_manifest = json.loads(body)
-        wanted = remote_manifest["instances"]
-    except (OSError, ValueError, KeyError) as error:
-        return _unreachable(config, state, "active node %s unreachable: %s" % (peers[0], error))
-    if remote_manifest.get("active_node") != 1:
+    except TooLarge as error:
+        return _refused(config, state, "the manifest of %s is refused: %s" % (peers[0], error))
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        return _unreachable(config, state, "active node %s unreachable: %s" % (
+            peers[0], error or type(error).__name__))
+    try:
+        active, wanted = manifest.checked(json.loads(body))
+    except (ValueError, RecursionError) as error:
+        remote.close()
+        return _refused(config, state, "the manifest of %s is malformed: %s" % (
+            peers[0], " ".join(str(error).split())[:200] or type(error).__name__))
+    del body
+    if active != 1:
         remote.close()
         return _unreachable(config, state, "the peer %s is not the active node" % peers[0])
+    have = manifest.build(config)["instances"]
+    refusal = mass_delete(have, wanted, config.number("sync", "max_delete_share"))
+    if refusal and not allow_mass_delete:
+        remote.close()
+        return _refused(config, state, "the manifest of %s %s: nothing changed; "
+                        "`octctl sync --allow-mass-delete` confirms" % (peers[0], refusal))
     local = LocalApi(config)
     counter = {"requests": 1}
     failing = {}
     deadline = started + config.number("sync", "budget")
-    have = manifest.build(config)["instances"]
     # Deletions first, on every instance: a port or an address the active
     # moved from one config to another is free before the new one claims it.
     for instance in sorted(set(have)):
         steps = _deletions(instance, wanted.get(instance), have[instance])
-        _run_steps(local, remote, instance, steps, failing, counter)
+        _run_steps(local, remote, instance, steps, failing, counter, config)
     have = manifest.build(config)["instances"]
+    stopped = ""
     for instance in sorted(set(wanted)):
         if instance in failing or wanted[instance] == have.get(instance):
+            continue
+        if stopped:
+            failing[instance] = "not reached: the run stopped when the active node timed out"
             continue
         if time.time() > deadline:
             failing[instance] = "not reached: the run's time budget ran out"
             continue
         steps = _changes(instance, wanted[instance], have.get(instance, {}))
-        remote = _run_steps(local, remote, instance, steps, failing, counter, config, peers[0])
+        if not _run_steps(local, remote, instance, steps, failing, counter, config):
+            stopped = "the active node %s timed out (%s)" % (peers[0], failing[instance])
     remote.close()
     have = manifest.build(config)["instances"]
     in_step = sum(1 for instance in wanted if have.get(instance) == wanted[instance])
-    state.update(last_success=time.time(), error="", unreachable_since=None,
-                 in_step=in_step, instances=len(wanted), failing=failing)
+    if stopped:
+        state["error"] = stopped + ": the run stopped"
+    else:
+        state.update(last_success=time.time(), error="")
+    state.update(unreachable_since=None, in_step=in_step, instances=len(wanted),
+                 failing=failing, refused="")
     store_state(config.state_dir, state)
-    return "synced from %s: %d of %d instances in step, %d changed, %d failing, %d requests" % (
-        peers[0], in_step, len(wanted), len(counter.get("touched", ())), len(failing),
-        counter["requests"])
+    confirmed = " (mass delete confirmed: %s)" % refusal if refusal else ""
+    return "%s from %s: %d of %d instances in step, %d changed, %d failing, %d requests%s" % (
+        "stopped syncing" if stopped else "synced", peers[0], in_step, len(wanted),
+        len(counter.get("touched", ())), len(failing), counter["requests"], confirmed)
+
+
+def mass_delete(have, wanted, share):
+    """Why this node must not do what the manifest asks (None: it may), by
+    what it would take away: instances deleted whole, or left without any
+    config. Refused: any such loss when the manifest lists no instance at all
+    while this node holds some (a reinstalled or broken active node); or more
+    than `share` of this node's instances in one run, unless it is one: one
+    instance may always go (a controller's DELETE of one tenant of two is
+    half, and routine), so a pair of 2 or 3 instances loses them one a run,
+    and a peer that lists nothing removes nothing."""
+    lost = sorted(instance for instance in have if instance not in wanted or (
+        _configs(have[instance]) and not _configs(wanted[instance])))
+    if not lost:
+        return None
+    if not wanted:
+        return "lists no instance while this node holds %d" % len(have)
+    if len(lost) > 1 and len(lost) > share * len(have):
+        return "would take away %d of this node's %d instances (over [sync] " \
+            "max_delete_share %g)" % (len(lost), len(have), share)
+    return None
+
+
+def _configs(files):
+    return [kind for kind in SERVICES if kind in files]
 
 
 def _deletions(instance, target, current):
@@ -226,10 +386,11 @@ def _changes(instance, target, current):
     return steps
 
 
-def _run_steps(local, remote, instance, steps, failing, counter, config=None, peer=None):
+def _run_steps(local, remote, instance, steps, failing, counter, config=None):
     """Apply one instance's steps; a failure is recorded and ends that instance
-    only. A broken connection to the active node is opened again for the next.
-    Returns the connection to go on with."""
+    only (a broken connection to the active node is opened again by the next
+    request). False when the active node let a request's time run out: the
+    run stops there."""
     import http.client
 
     if steps:
@@ -239,27 +400,41 @@ def _run_steps(local, remote, instance, steps, failing, counter, config=None, pe
             body = b""
             if method == "PUT":
                 counter["requests"] += 1
-                status, body = remote.get(path)
+                status, body = remote.get(path, _limit(config, path))
                 if status != 200:
                     raise SyncFailed("GET %s on the active node answered %d" % (path, status))
-            status, answer = local.request(method, path, body)
+            status, answer = local.request(method, path, bytes(body))
             if status not in (200, 201, 404):
                 raise SyncFailed("%s %s: %d %s" % (method, path, status,
                                                    " ".join(answer.split())[:300]))
     except SyncFailed as failure:
         failing[instance] = failure.reason
-    except (OSError, http.client.HTTPException) as error:
+    except Deadline as error:
+        failing[instance] = "the active node: %s" % error
+        return False
+    except (OSError, ValueError, http.client.HTTPException) as error:
         failing[instance] = "the active node: %s" % (error or type(error).__name__)
-        remote.close()
-        if config is not None:
-            remote = Remote(config, peer)
-    return remote
+    return True
+
+
+def _limit(config, path):
+    """The most a file's GET may answer: what this node's API would take."""
+    kind = "certificate" if "/certificates/" in path else \
+        "custom503" if path.endswith("/custom503") else "config"
+    return int(config.number("limits", "%s_bytes" % kind))
 
 
 class SyncFailed(Exception):
     def __init__(self, reason):
         super().__init__(reason)
         self.reason = reason
+
+
+def _refused(config, state, reason):
+    """The peer answered what this node will not act on: nothing changed."""
+    state.update(error=reason, refused=reason)
+    store_state(config.state_dir, state)
+    return "not synced: %s" % reason
 
 
 def _unreachable(config, state, reason):
@@ -290,4 +465,7 @@ def status_keys(state_dir):
             "sync_instances": state.get("instances"),
             "sync_failing": state.get("failing", {}),
             "sync_error": state.get("error", ""),
+            # Why the last judged manifest was not acted on (mass delete,
+            # malformed, oversized), "" when it was.
+            "sync_refused": state.get("refused", ""),
             "sync_unreachable_since": state.get("unreachable_since")}

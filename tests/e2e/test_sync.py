@@ -46,11 +46,11 @@ def status(site):
     return json.loads(site("GET", "/status")[1])
 
 
-def sync(site):
+def sync(site, *options):
     """`octctl sync` on the site's node: (exit status, its line)."""
     completed = subprocess.run(list(site.namespace.prefix) + [
         sys.executable, os.path.join(ROOT, "bin", "octctl"), "--config",
-        os.path.join(site.folder, "appliance-api.ini"), "sync"],
+        os.path.join(site.folder, "appliance-api.ini"), "sync", *options],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
     return completed.returncode, completed.stdout.strip()
 
@@ -184,7 +184,8 @@ def test_nothing_to_do_costs_one_request_and_touches_nothing(pair):
     assert changed == {"%s/custom503.http" % instances[7]}
     for instance in instances:
         assert active("DELETE", "/instances/" + instance)[0] == 200
-    assert sync(standby)[0] == 0
+    assert sync(standby)[0] == 1  # 100 of 101 instances at once: refused
+    assert sync(standby, "--allow-mass-delete")[0] == 0
     assert stored_files(standby) == stored_files(active)
 
 
@@ -225,7 +226,7 @@ def test_a_config_the_standby_cannot_run_is_reported_and_the_rest_syncs(pair):
     assert status(standby)["sync_failing"] == {}
     for instance in (blocked, fine):
         assert active("DELETE", "/instances/" + instance)[0] == 200
-    assert sync(standby)[0] == 0
+    assert sync(standby, "--allow-mass-delete")[0] == 0  # 2 of 3: over the share
 
 
 def test_an_unreachable_active_leaves_the_standby_as_it_is(pair):
@@ -341,4 +342,93 @@ def test_a_port_moved_between_configs_syncs_in_one_run(pair):
     assert (code, status(standby)["sync_failing"]) == (0, {}), line
     assert stored_files(standby) == stored_files(active)
     assert active("DELETE", base)[0] == 200
+    assert sync(standby)[0] == 0
+
+
+def test_the_active_deleting_most_instances_at_once_needs_a_confirmation(pair):
+    """Through the real active node: most instances gone in one run is
+    refused on the standby (nothing deleted, /status says why, exit 1) until
+    `octctl sync --allow-mass-delete`."""
+    active, standby = pair.sites
+    instances = [str(uuid.uuid4()) for _ in range(4)]
+    for number, instance in enumerate(instances):
+        assert active("PUT", "/instances/%s/custom503" % instance,
+                      (PAGE % number).decode())[0] == 201
+    assert sync(standby)[0] == 0
+    held = len(standby("GET", "/instances")[1].split())
+    for instance in instances:
+        assert active("DELETE", "/instances/" + instance)[0] == 200
+    kept = stored_files(standby)
+    code, line = sync(standby)
+    assert code == 1
+    assert line == ("not synced: the manifest of 192.0.2.1 would take away 4 of this node's %d "
+                    "instances (over [sync] max_delete_share 0.25): nothing changed; `octctl "
+                    "sync --allow-mass-delete` confirms" % held), line
+    assert stored_files(standby) == kept
+    shown = status(standby)
+    assert shown["sync_refused"] == shown["sync_error"] == line[len("not synced: "):]
+    code, line = sync(standby, "--allow-mass-delete")
+    assert code == 0, line
+    assert stored_files(standby) == stored_files(active)
+    assert (status(standby)["sync_refused"], status(standby)["sync_error"]) == ("", "")
+
+
+def hostile_peer(pair, mode):
+    """The active node's lighttpd stopped, and a fake_peer.py in its place
+    (its address and port, the pair's server certificate) answering mode."""
+    active = pair.sites[0]
+    active.lighttpd.terminate()
+    active.lighttpd.wait(5)
+    peer = subprocess.Popen(list(active.namespace.prefix) + [
+        sys.executable, os.path.join(ROOT, "tests", "support", "fake_peer.py"),
+        "--pem", os.path.join(active.pki, "server.pem"), "--address", PRIMARY,
+        "--port", "8443", mode], stdout=subprocess.PIPE, text=True)
+    assert peer.stdout.readline().strip() == "listening"
+    return peer
+
+
+def measured_sync(site):
+    """(exit status, line, peak RSS in MiB, seconds) of `octctl sync` on site's node."""
+    started = time.monotonic()
+    process = subprocess.Popen(list(site.namespace.prefix) + [
+        sys.executable, os.path.join(ROOT, "bin", "octctl"), "--config",
+        os.path.join(site.folder, "appliance-api.ini"), "sync"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = process.stdout.read()
+    _pid, code, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(code)
+    return (process.returncode, output.strip(), usage.ru_maxrss / 1024,
+            time.monotonic() - started)
+
+
+@pytest.mark.parametrize("mode", ["huge=512", "stream=512", "trickle=4"])
+def test_a_huge_or_trickled_manifest_is_refused_and_changes_nothing(pair, mode):
+    """A 512 MiB manifest is refused past [sync] max_manifest_bytes (16 MiB),
+    unread (its Content-Length announced, or not: read up to the bound); one
+    sent a byte every 4 s runs out of the request's 5 s."""
+    active, standby = pair.sites
+    instance = str(uuid.uuid4())
+    assert active("PUT", "/instances/%s/custom503" % instance, (PAGE % 3).decode())[0] == 201
+    assert sync(standby)[0] == 0
+    kept = stored_files(standby)
+    peer = hostile_peer(pair, mode)
+    try:
+        code, line, peak, took = measured_sync(standby)
+    finally:
+        peer.kill()
+        peer.wait()
+        active.restart()
+    print("sync against a %s peer: %.0f MiB peak RSS, %.1f s: %s" % (mode, peak, took, line))
+    assert code == 1
+    if not mode.startswith("trickle"):
+        assert line == ("not synced: the manifest of 192.0.2.1 is refused: GET /manifest: the "
+                        "answer is over 16777216 bytes: refused unread"), line
+    else:
+        assert line == ("not synced: active node 192.0.2.1 unreachable: GET /manifest: no whole "
+                        "answer within 5 s (this node's configuration is left as it is)"), line
+        assert took < 30
+    assert status(standby)["sync_error"] == line[len("not synced: "):].split(
+        " (this node's")[0]
+    assert stored_files(standby) == kept
+    assert active("DELETE", "/instances/" + instance)[0] == 200
     assert sync(standby)[0] == 0
