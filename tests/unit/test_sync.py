@@ -304,7 +304,7 @@ def test_a_trickled_file_stops_the_run_with_an_error(standby, app, peer):
     assert shown(standby)["sync_error"] == ""
 
 
-# --- malformed manifests -----------------------------------------------------------------------------
+# --- malformed manifests ------------------------------------------------------------------------
 
 INSTANCE = "7e9f91eb-b3e6-4e3b-a1a7-d6f7fdc1de7c"
 MALFORMED = [
