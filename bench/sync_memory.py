@@ -12,6 +12,7 @@ Run as any user; nothing outside a temporary folder is touched.
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -82,6 +83,7 @@ def main(argv=None):
     finally:
         peer.kill()
         peer.wait()
+        shutil.rmtree(folder)
     lines = output.strip().splitlines()
     print("%s: exit %d, peak RSS %.0f MiB, %.1f s, %d lines of output; last: %s" % (
         arguments.mode, sync.returncode, usage.ru_maxrss / 1024, took,
