@@ -9,9 +9,9 @@ import sys
 from . import config as config_module
 from .errors import (ClusterTransition, HTTPError, InvalidRequest, RequestEntityTooLarge,
                      ServerError)
+from .response import Response
 from .routes import ROUTES, match
 
-TEXT = "text/plain; charset=utf-8"
 STATUS_LINES = {200: "200 OK", 201: "201 Created", 403: "403 Forbidden",
                 404: "404 Not Found", 409: "409 Conflict",
                 413: "413 Request Entity Too Large", 500: "500 Internal Server Error",
@@ -19,18 +19,6 @@ STATUS_LINES = {200: "200 OK", 201: "201 Created", 403: "403 Forbidden",
 # Methods that only read: uncapped. Every other method changes the appliance
 # and first takes one of the appliance-wide change slots (system/slots.py).
 READ_METHODS = ("GET", "HEAD")
-
-class Response:
-    def __init__(self, body="", status=200, content_type=TEXT, headers=()):
-        self.body = body.encode("utf-8") if isinstance(body, str) else body
-        self.status = status
-        self.content_type = content_type
-        self.headers = list(headers)
-
-
-def text(*lines, status=200, headers=()):
-    """A text/plain answer of one or more lines, as the contract's bodies are."""
-    return Response("".join(line.rstrip("\n") + "\n" for line in lines), status, headers=headers)
 
 
 class Request:

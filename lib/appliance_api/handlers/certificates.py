@@ -7,7 +7,7 @@ SHA-256, so a controller can skip re-sending an unchanged certificate.
 import hashlib
 import os
 
-from ..app import Response, text
+from ..response import Response, text
 from ..errors import Conflict, NotFound
 from ..layout import Instance
 from ..system import files

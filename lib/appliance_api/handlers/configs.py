@@ -1,7 +1,7 @@
 """/instances/:instance/haproxy and /instances/:instance/stunnel: config templates."""
 import os
 
-from ..app import Response, text
+from ..response import Response, text
 from ..errors import NotFound
 from ..layout import Instance
 from ..system import files

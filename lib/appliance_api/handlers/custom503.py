@@ -2,7 +2,7 @@
 import os
 import re
 
-from ..app import Response, text
+from ..response import Response, text
 from ..errors import Conflict, NotFound
 from ..layout import Instance
 from ..system.locks import instance_lock

@@ -1,5 +1,5 @@
 """/instances and /instances/:instance (the original's seed endpoints)."""
-from ..app import text
+from ..response import text
 from ..errors import NotFound
 from ..layout import Instance, instance_ids
 

@@ -9,7 +9,7 @@ configured service: "running" or "stopped".
 """
 import json
 
-from ..app import Response
+from ..response import Response
 from ..errors import NotFound
 from ..health import service_states
 from ..layout import Instance, existing_instances

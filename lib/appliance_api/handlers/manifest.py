@@ -1,7 +1,7 @@
 """/manifest: every stored file with its SHA-256, for the standby's sync."""
 import json
 
-from ..app import Response
+from ..response import Response
 
 
 def get_manifest(request):

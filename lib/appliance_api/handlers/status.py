@@ -1,5 +1,5 @@
 """/status (figures for an autoscaling controller) and /service_status (for people)."""
-from ..app import Response
+from ..response import Response
 from ..health import daemon_table, service_status_lines
 
 

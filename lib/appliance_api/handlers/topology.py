@@ -1,7 +1,7 @@
 """/topology: this appliance's place in its cluster (ha-and-listeners.md)."""
 import json
 
-from ..app import Response, text
+from ..response import Response, text
 from ..errors import ClusterTransition
 
 
