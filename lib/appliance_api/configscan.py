@@ -70,6 +70,15 @@ HAPROXY_PATTERN_FILE = re.compile(r"(?:^|[^A-Za-z0-9_.-])((?:map|set-map|del-map
 # Lines whose address word (by position) may be a socket the daemon connects to.
 HAPROXY_CONNECTING = {"server": 2, "server-template": 3, "peer": 2, "mailer": 2,
                       "nameserver": 2, "log": 1}
+# Options whose next word is an address haproxy connects to or from
+# (tcp-check/http-check connect addr, server check addr, socks4, source).
+HAPROXY_ADDRESS_OPTIONS = ("addr", "source", "socks4", "usesrc")
+# Address prefixes of haproxy 2.6: a unix socket's path follows the first
+# three; the others are refused wherever they stand (an inherited descriptor,
+# or an abstract socket every instance shares).
+UNIX_PREFIXES = ("unix@", "uxst@", "uxdg@")
+REFUSED_PREFIXES = ("abns@", "fd@", "sockpair@")
+UDP_PREFIXES = ("udp@", "udp4@", "udp6@")
 STUNNEL_TLS_OPTIONS = ("cert", "key", "cafile", "capath", "crlfile", "crlpath", "pskSecrets")
 STUNNEL_PRIVATE_OPTIONS = ("pid", "output", "rndfile", "egd")
 STUNNEL_CONNECTING = ("connect", "redirect")
@@ -250,8 +259,8 @@ def _misplaced(path, purpose, own):
                 return "not in the instance's certificates folder"
             if purpose == PAGE and first != CUSTOM503_NAME:
                 return "not the instance's 503 page"
-            if purpose in (PRIVATE, SOCKET) and first in (CUSTOM503_NAME, CERTIFICATES_NAME,
-                                                          ""):
+            if purpose in (PRIVATE, SOCKET, CONNECT) and first in (CUSTOM503_NAME,
+                                                                   CERTIFICATES_NAME, ""):
                 return "a file the API keeps for the instance"
             continue
         system = {TLS: SYSTEM_CA_PATHS, PAGE: SYSTEM_PAGE_PATHS,
@@ -287,6 +296,9 @@ def _unreadable_characters(line):
             return "control character %r: not allowed in a config" % char
         if char in "\x85\u2028\u2029":
             return "line separator %r: not allowed in a config" % char
+        if char == "\ufeff":
+            # stunnel strips one at the start of its file, haproxy does not.
+            return "byte-order mark: not allowed in a config"
     return None
 
 
@@ -321,12 +333,25 @@ def _scan_haproxy(scan, number, line):
             return
     if keyword in HAPROXY_SECTIONS:
         scan.section = keyword
-    for word in texts:
+    makes_sockets = keyword in ("bind", "dgram-bind") or (
+        keyword == "stats" and arguments[:1] == ["socket"])
+    for word in texts[keyword_at + 1:]:
         for piece in re.split(r"[,=]", word):
+            if piece.startswith(REFUSED_PREFIXES):
+                scan.refuse(number, line, "%s: descriptors and abstract sockets are not "
+                            "allowed in a tenant's config (use unix@{INSTANCE_DIR}/name)"
+                            % piece.split("@")[0])
+                return
+            if piece.startswith(UNIX_PREFIXES):
+                scan.refer(number, piece.split("@", 1)[1], SOCKET if makes_sockets else CONNECT)
             piece = piece.split("@", 1)[1] if "@" in piece.split("/")[0] else piece
             if "/" in piece:
                 scan._path_words.append((number, _absolute(piece, scan.instance_dir)))
         for _name, path in HAPROXY_PATTERN_FILE.findall(word):
+            if set(path) & set("'\"\\ \t"):
+                scan.refuse(number, line, "%s: a quoted or escaped file name in a converter: "
+                            "not allowed in a tenant's config" % path)
+                return
             scan.refer(number, path, PRIVATE)
     for index, option in enumerate(arguments[:-1]):
         following = arguments[index + 1]
@@ -339,6 +364,8 @@ def _scan_haproxy(scan, number, line):
             scan.refer(number, following, PAGE)
         elif option == "config" and keyword == "filter":
             scan.refer(number, following, PRIVATE)  # a SPOE configuration
+        elif option in HAPROXY_ADDRESS_OPTIONS and following.startswith("/"):
+            scan.refer(number, following, CONNECT)  # a unix socket, as haproxy reads "/..."
     if keyword in HAPROXY_TLS_KEYWORDS and arguments:
         scan.refer(number, arguments[0], TLS)
         if keyword.endswith("-base"):
@@ -349,7 +376,18 @@ def _scan_haproxy(scan, number, line):
         scan.refer(number, arguments[HAPROXY_PRIVATE_FILE_KEYWORDS[keyword] - 1], PRIVATE)
     if keyword == "bind" and arguments:
         _haproxy_endpoints(scan, number, line, [words[keyword_at + 1]])
+    elif keyword == "dgram-bind" and arguments:
+        _haproxy_datagram_endpoints(scan, number, line, words[keyword_at + 1])
     elif keyword == "stats" and len(arguments) >= 2 and arguments[0] == "socket":
+        address = arguments[1]
+        if not (address.startswith("/") or address.startswith(UNIX_PREFIXES)) and not any(
+                option == "level" and value == "user"
+                for option, value in zip(arguments, arguments[1:])):
+            # Its runtime API adds servers (to any socket), swaps certificates, shows maps.
+            scan.refuse(number, line, "a stats socket on a TCP address must be `level user`: "
+                        "any other level gives whoever reaches it haproxy's runtime API (use "
+                        "a unix socket in {INSTANCE_DIR} for more)")
+            return
         _haproxy_endpoints(scan, number, line, [words[keyword_at + 2]])
     elif keyword in HAPROXY_CONNECTING and len(arguments) >= HAPROXY_CONNECTING[keyword]:
         address = arguments[HAPROXY_CONNECTING[keyword] - 1]
@@ -363,12 +401,31 @@ def _scan_haproxy(scan, number, line):
 def _haproxy_destination(scan, number, line, address):
     """An address haproxy connects or sends to: a unix socket must be the
     instance's own; inherited descriptors and abstract sockets are refused."""
-    if address.startswith(("fd@", "sockpair@", "abns@")):
-        scan.refuse(number, line, "%s: descriptors and abstract sockets are not allowed in a "
-                    "tenant's config (use unix@{INSTANCE_DIR}/name)" % address.split("@")[0])
-    elif address.startswith("/") or address.startswith("unix@"):
-        scan.refer(number, address.split("@", 1)[-1] if address.startswith("unix@")
-                   else address, CONNECT)
+    if address.startswith("/"):
+        scan.refer(number, address, CONNECT)  # unix@ and the refused prefixes: every word's rule
+
+
+def _haproxy_datagram_endpoints(scan, number, line, word):
+    """A log-forward's dgram-bind: UDP addresses, literal like a bind's (not
+    TCP listeners: they claim no TCP port), or unix sockets it makes."""
+    text, plain = word
+    if not plain:
+        scan.refuse(number, line, "quotes, escapes and variables are not allowed in a "
+                    "listening address")
+        return
+    for endpoint in text.split(","):
+        if endpoint.startswith(UNIX_PREFIXES) or endpoint.startswith("/"):
+            if endpoint.startswith("/"):
+                scan.refer(number, endpoint, SOCKET)
+            continue  # judged with every unix@ word
+        for prefix in UDP_PREFIXES:
+            if endpoint.startswith(prefix):
+                endpoint = endpoint[len(prefix):]
+                break
+        if parse_endpoint(endpoint, number) is None:
+            scan.refuse(number, line, "%s is not a literal address:port (use an IP address, "
+                        "[IPv6], * or {MYIP}; host names are refused)" % endpoint)
+            return
 
 
 def _haproxy_endpoints(scan, number, line, words, service_ip=True):
@@ -378,19 +435,24 @@ def _haproxy_endpoints(scan, number, line, words, service_ip=True):
                         "listening address")
             return
         for endpoint in text.split(","):
-            if endpoint.startswith(("fd@", "sockpair@", "abns@")):
-                scan.refuse(number, line, "%s: descriptors and abstract sockets are not "
-                            "allowed in a tenant's config (use unix@{INSTANCE_DIR}/name)"
-                            % endpoint.split("@")[0])
-                return
-            if endpoint.startswith("/") or endpoint.startswith("unix@"):
-                scan.refer(number, endpoint.split("@", 1)[-1] if endpoint.startswith("unix@")
-                           else endpoint, SOCKET)  # a file the daemon makes
+            if endpoint.startswith(UNIX_PREFIXES):
+                continue  # a file the daemon makes: judged with every unix@ word
+            if endpoint.startswith("/"):
+                scan.refer(number, endpoint, SOCKET)  # a file the daemon makes
                 continue
             _add_listener(scan, number, line, endpoint, endpoint, "address:port", service_ip)
 
 
+# stunnel 5.68 reads a config line in pieces of 16383 bytes: the rest of a
+# longer one is read as a line of its own (a review hid `exec` that way).
+STUNNEL_LINE_LIMIT = 16000
+
+
 def _scan_stunnel(scan, number, line):
+    if len(line.encode("utf-8", "surrogateescape")) > STUNNEL_LINE_LIMIT:
+        scan.refuse(number, line, "longer than %d bytes: stunnel would read it as several "
+                    "lines" % STUNNEL_LINE_LIMIT)
+        return
     stripped = line.strip()
     if not stripped or stripped.startswith((";", "#", "[")) or "=" not in stripped:
         return

@@ -102,3 +102,32 @@ def test_daemons_start_with_a_clean_environment(api, instance_id, backend):
     status, _headers, body = http_get(port)
     assert status == 200
     assert body == b"|||/usr/sbin:/usr/bin:/sbin:/bin", body
+
+
+def _stunnel_hiding_exec_in_a_long_line(marker):
+    hidden = "; a harmless comment " + "x" * 16362 + "exec = /bin/sh" + " " * 16369
+    return ("[svc]\naccept = {MYIP}:%d\ncert = {INSTANCE_DIR}/certificates/localhost.pem\n"
+            "connect = 127.0.0.1:9\n%s\nexecArgs = sh -c 'touch %s'\n" % (
+                free_port(), hidden, marker))
+
+
+@pytest.mark.parametrize("service, make", [
+    ("stunnel", _stunnel_hiding_exec_in_a_long_line),
+    ("stunnel", lambda marker: "\ufeffinclude = /tmp\n[svc]\naccept = {MYIP}:%d\n"
+     "connect = 127.0.0.1:9\n" % free_port()),
+    ("haproxy", lambda marker: "global\n    stats socket 127.0.0.1:%d level admin\n"
+     % free_port() + haproxy_template(free_port(), 9).replace("global\n", "")),
+    ("haproxy", lambda marker: haproxy_template(free_port(), 9) + "    option tcp-check\n"
+     "    tcp-check connect addr unix@/run/systemd/private\n"),
+    ("haproxy", lambda marker: haproxy_template(free_port(), 9) +
+     "log-forward lf\n    dgram-bind unix@{INSTANCE_DIR}/haproxy.cfg\n"
+     "    log 127.0.0.1:514 local0\n"),
+])
+def test_what_the_review_got_past_the_scan_is_refused(api, instance_id, marker, service, make):
+    ca = pki_tool.make_ca("tenant CA")
+    base = "/instances/" + instance_id
+    assert api.put(base + "/certificates/localhost.pem", listener_certificate(ca)[0]).status == 201
+    reply = api.put(base + "/" + service, make(marker))
+    assert reply.status == 409, reply
+    assert reply.body.startswith("Invalid configuration\nline "), reply
+    assert api.get(base + "/" + service).status == 404

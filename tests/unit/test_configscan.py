@@ -70,7 +70,7 @@ def test_listening_lines_that_are_not_literal_are_refused_with_their_line(line):
 
 
 def test_a_stats_socket_on_an_address_is_a_listener():
-    scan = Scan("haproxy", "global\n    stats socket ipv4@192.0.2.40:9999 level admin\n", OWN)
+    scan = Scan("haproxy", "global\n    stats socket ipv4@192.0.2.40:9999 level user\n", OWN)
     assert [str(l) for l in scan.listeners] == ["192.0.2.40:9999"]
     assert haproxy("").listeners == []
 
@@ -384,3 +384,67 @@ def test_paths_are_judged_as_the_kernel_resolves_them(tmp_path):
 ])
 def test_stunnel_options_that_reach_outside_are_refused(line, why):
     assert_refused(Scan("stunnel", "[s]\naccept = 192.0.2.9:443\n%s\n" % line, OWN), why)
+
+
+# Found by the adversarial review of the scan above (issue 18): each passed it.
+@pytest.mark.parametrize("config, why", [
+    # Health checks and server options connect to sockets too, as root.
+    ("backend b\n    option tcp-check\n    tcp-check connect addr unix@/run/systemd/private\n",
+     "outside this instance's folder"),
+    ("backend b\n    http-check connect addr unix@/tmp/x.sock\n", "outside this instance's folder"),
+    ("backend b\n    tcp-check connect addr abns@foo\n", "abstract sockets are not allowed"),
+    ("backend b\n    tcp-check connect addr unix@master.sock\n", "the API's own file"),
+    ("backend b\n    server s 192.0.2.1:80 check addr unix@/tmp/x.sock\n",
+     "outside this instance's folder"),
+    ("backend b\n    server s 192.0.2.1:80 check addr /tmp/x.sock\n",
+     "outside this instance's folder"),
+    ("backend b\n    server s 192.0.2.1:80 socks4 unix@/tmp/x.sock\n",
+     "outside this instance's folder"),
+    ("backend b\n    server s 192.0.2.1:80 source uxst@/tmp/x.sock\n",
+     "outside this instance's folder"),
+    # A runtime API on TCP adds servers to any socket, shows maps, swaps certificates.
+    ("global\n    stats socket 127.0.0.1:19999 level admin expose-fd listeners\n",
+     "must be `level user`"),
+    ("global\n    stats socket ipv4@127.0.0.1:19999\n", "must be `level user`"),
+    ("global\n    stats socket 127.0.0.1:19999 level operator\n", "must be `level user`"),
+    # A log-forward's dgram-bind makes sockets like a bind.
+    ("log-forward lf\n    dgram-bind unix@/tmp/victim\n", "outside this instance's folder"),
+    ("log-forward lf\n    dgram-bind unix@haproxy.cfg\n", "the API's own file"),
+    ("log-forward lf\n    dgram-bind unix@custom503.http\n", "a file the API keeps"),
+    ("log-forward lf\n    dgram-bind /etc/passwd\n", "outside this instance's folder"),
+    ("log-forward lf\n    dgram-bind localhost:514\n", "is not a literal address"),
+    # Quotes in a converter's arguments, which haproxy's argument parser reads.
+    ("frontend f\n    http-request set-var(txn.x) \"src,map('/etc/shadow')\"\n",
+     "a quoted or escaped file name"),
+    ("frontend f\n    http-request set-var(txn.y) req.hdr(x),map(\\\"/etc/passwd\\\",nope)\n",
+     "a quoted or escaped file name"),
+])
+def test_what_the_review_found(config, why):
+    assert_refused(Scan("haproxy", config, OWN), why)
+
+
+@pytest.mark.parametrize("config", [
+    "global\n    stats socket 127.0.0.1:19999 level user\n",
+    "global\n    stats socket unix@%s/admin.sock level admin\n" % OWN,
+    "log-forward lf\n    dgram-bind 127.0.0.1:1514\n    dgram-bind udp@[::1]:1514\n"
+    "    log 127.0.0.1:514 local0\n",
+    "backend b\n    server s 192.0.2.1:80 check addr 192.0.2.2 port 8080\n",
+    "backend b\n    server s unix@%s/x.sock\n" % OWN,
+])
+def test_what_the_review_found_is_still_fine_done_right(config):
+    Scan("haproxy", config, OWN).check(STATE)
+
+
+def test_a_stunnel_line_stunnel_would_split_is_refused():
+    hidden = "; a comment " + "x" * 16371 + "exec = /bin/sh" + " " * 16369
+    scan = Scan("stunnel", "[s]\naccept = 192.0.2.9:443\n%s\nexecArgs = sh\n" % hidden, OWN)
+    assert_refused(scan, "stunnel would read it as several lines")
+
+
+@pytest.mark.parametrize("service, text", [
+    ("stunnel", "\ufeffinclude = /tmp/x\n"),
+    ("stunnel", "[s]\naccept = 443\n\ufeffexec = /bin/sh\n"),
+    ("haproxy", "\ufeffglobal\n"),
+])
+def test_a_byte_order_mark_is_refused(service, text):
+    assert_refused(Scan(service, text, OWN), "byte-order mark")

@@ -58,8 +58,8 @@ def test_code_run_by_a_check_sees_only_the_instances_own_copy(state_dir, tmp_pat
     with Confinement(own.dir, names) as confinement:
         output = commands.run(daemon_check_argv(daemon, candidate),
                               confinement=confinement).output
-        copy = confinement.path("certificates")
-        assert os.stat(copy).st_uid != 0
+        copy = os.stat(confinement.path("certificates/key.pem"))
+        assert (copy.st_uid, copy.st_gid, copy.st_mode & 0o777) == (0, confinement.gid, 0o640)
     assert "READ %s SECRET of %s" % (own.certificate("key.pem"), own.id) in output, output
     for path in readable[1:]:
         assert "NOREAD " + path in output, output
@@ -77,9 +77,10 @@ def daemon_check_argv(daemon, path):
     return [daemon.binary, "-c", "-V", "-f", path]
 
 
-def test_a_check_has_no_network_and_is_nobody(two_instances):
+def test_a_check_has_no_network_and_is_a_user_of_its_own(two_instances):
     """The machine's loopback (where the API and every tenant listen) cannot
-    be reached from inside, and the process is nobody with no way back."""
+    be reached from inside; the process is a uid no other has (two checks
+    cannot ptrace or signal each other), and it can neither fork nor write."""
     own, _other = two_instances
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -90,12 +91,21 @@ def test_a_check_has_no_network_and_is_nobody(two_instances):
              "    socket.create_connection(('127.0.0.1', %d), timeout=2); print('connected')\n"
              "except OSError as error:\n"
              "    print('refused', error.errno)\n"
-             "print(sorted(os.listdir('/')))\n" % listener.getsockname()[1])
-    with Confinement(own.dir, ["certificates"]) as confinement:
+             "print(sorted(os.listdir('/')))\n"
+             "for attempt in (os.fork, lambda: open('certificates/new', 'w'),\n"
+             "                lambda: open('certificates/key.pem', 'a')):\n"
+             "    try:\n"
+             "        attempt(); print('did it'); os._exit(0)\n"
+             "    except OSError as error:\n"
+             "        print('refused', error.errno)\n" % listener.getsockname()[1])
+    with Confinement(own.dir, ["certificates"]) as confinement, \
+            Confinement(own.dir, ["certificates"]) as other:
+        assert confinement.uid != other.uid and confinement.uid > 65535
         result = commands.run(["/usr/bin/python3", "-I", "-c", probe], confinement=confinement)
     listener.close()
     lines = result.output.splitlines()
-    assert lines[0] == "uid 65534 65534 []", result.output
+    assert lines[0] == "uid %d %d []" % (confinement.uid, confinement.gid), result.output
+    assert [line.split()[0] for line in lines[3:6]] == ["refused"] * 3, result.output
     assert lines[1].startswith("refused"), result.output
     assert "var" in lines[2] or "tmp" in lines[2], result.output  # the instance's own path
     assert "root" not in lines[2] and "home" not in lines[2] and "proc" not in lines[2]
@@ -125,3 +135,26 @@ def pki_bundle():
     ca_cert, ca_key = pki.make_ca("tenant CA")
     cert, key = pki.make_leaf(ca_cert, ca_key, "localhost", server=True, sans=["localhost"])
     return pki.pem_bundle(cert, key)
+
+
+def test_whatever_runs_as_the_checks_uid_is_killed_when_it_ends(two_instances):
+    """Nothing a check starts may outlive it (a review left `sleep 120` running
+    after a check as nobody): close() kills every process of its uid."""
+    import subprocess
+    import time
+
+    own, _other = two_instances
+    confinement = Confinement(own.dir, [])
+    leftover = subprocess.Popen(["/bin/sleep", "120"], preexec_fn=lambda: os.setresuid(
+        confinement.uid, confinement.uid, confinement.uid))
+    bystander = subprocess.Popen(["/bin/sleep", "120"])
+    try:
+        confinement.close()
+        assert leftover.wait(5) == -9
+        time.sleep(0.1)
+        assert bystander.poll() is None
+        assert not os.path.exists(confinement.root)
+    finally:
+        for process in (leftover, bystander):
+            process.kill()
+            process.wait()
