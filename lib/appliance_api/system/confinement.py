@@ -52,13 +52,18 @@ class ConfinementFailed(Exception):
 
 class Confinement:
     """A confined tree for one check of one instance: a copy of the
-    instance's own files (those named, as the caller chooses) under a root
+    instance's own files (those named, as the caller chooses) and the
+    programs it will run, read-only, under a root
     folder made inside the instance folder; close() kills whatever still
     runs as the check's uid and removes the tree. Use preexec() as
     subprocess's preexec_fn, with cwd left unset."""
 
-    def __init__(self, instance_dir, names):
+    def __init__(self, instance_dir, names, programs=()):
         self.instance_dir = os.path.abspath(instance_dir)
+        # The program the check runs, bound in where it lives (a configured
+        # binary need not be under /usr).
+        self.programs = tuple(path for path in map(os.path.realpath, programs) if not any(
+            path.startswith(folder + "/") for folder in SYSTEM_FOLDERS))
         self.uid = self.gid = FIRST_ID + secrets.randbelow(IDS)
         self._libc = ctypes.CDLL(None, use_errno=True)
         # A dot-name ending .tmp: swept up like any temporary if this request dies.
@@ -115,7 +120,7 @@ class Confinement:
             raise OSError(ctypes.get_errno(), "unshare")
         self._mount(None, "/", MS_REC | MS_PRIVATE)
         self._mount(self.root, self.root, MS_BIND)
-        for source in SYSTEM_FOLDERS + SYSTEM_FILES:
+        for source in SYSTEM_FOLDERS + SYSTEM_FILES + self.programs:
             if not os.path.lexists(source):
                 continue
             target = self.root + source
