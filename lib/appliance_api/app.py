@@ -8,9 +8,10 @@ import sys
 
 from . import config as config_module
 from .errors import (ClusterTransition, HTTPError, InvalidRequest, RequestEntityTooLarge,
-                     ServerError)
+                     ServerError, from_system)
 from .response import Response
 from .routes import ROUTES, match
+from .system import Busy, MachineError
 
 STATUS_LINES = {200: "200 OK", 201: "201 Created", 403: "403 Forbidden",
                 404: "404 Not Found", 409: "409 Conflict",
@@ -101,7 +102,8 @@ def handle(environ, config=None):
             raise ClusterTransition()
         with change_slot(config):
             return call_handler(handler, request, params)
-    except HTTPError as error:
+    except (HTTPError, MachineError, Busy) as failure:
+        error = failure if isinstance(failure, HTTPError) else from_system(failure)
         if error.code == 500:
             _log(environ, "appliance-api: %s %s: %s\n"
                  % (environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), error.reason))

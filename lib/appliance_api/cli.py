@@ -150,9 +150,10 @@ def sync(config, arguments):
     --allow-mass-delete: this run may delete what the sync refuses to (more
     than [sync] max_delete_share of the instances, or all of them)."""
     from . import sync as sync_module
+    from .sync_state import load_state
 
     print(sync_module.run(config, allow_mass_delete=arguments.allow_mass_delete))
-    state = sync_module.load_state(config.state_dir)
+    state = load_state(config.state_dir)
     return 1 if state.get("failing") or state.get("error") or \
         state.get("interrupted_failing") else 0
 
@@ -288,7 +289,8 @@ def main(argv=None):
     arguments = parser().parse_args(argv)
 
     from . import config as config_module
-    from .errors import HTTPError
+    from .errors import HTTPError, from_system
+    from .system import Busy, MachineError
 
     environ = dict(os.environ)
     if arguments.config:
@@ -303,7 +305,8 @@ def main(argv=None):
     except Refused as refusal:
         print("octctl %s: %s" % (arguments.command, refusal), file=sys.stderr)
         return 2
-    except HTTPError as error:
+    except (HTTPError, MachineError, Busy) as failure:
+        error = failure if isinstance(failure, HTTPError) else from_system(failure)
         print("octctl %s: %s" % (arguments.command, error.reason), file=sys.stderr)
         if error.detail:
             print(error.detail.rstrip("\n"), file=sys.stderr)

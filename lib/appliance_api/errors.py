@@ -68,3 +68,13 @@ class ClusterTransition(ServiceUnavailable):
 
     def __init__(self):
         super().__init__("Cluster transition in progress", retry_after=2)
+
+
+def from_system(failure):
+    """The HTTP error a system/ failure is answered with (system.MachineError:
+    500 with its line; system.Busy: 503 with its Retry-After)."""
+    from .system import Busy
+
+    if isinstance(failure, Busy):
+        return ServiceUnavailable(failure.reason, failure.detail, failure.retry_after)
+    return ServerError(str(failure))

@@ -4,9 +4,9 @@ import datetime
 import os
 
 from . import sharedstate
-from .errors import Conflict, HTTPError
+from .errors import Conflict, HTTPError, from_system
 from .health import service_states
-from .system import files
+from .system import MachineError, files
 
 
 def describe(instance, config):
@@ -124,7 +124,8 @@ def check(instance, service, config):
                 if b"PRIVATE KEY-----" in data:  # key + certificate, as the API stores them
                     check_with_openssl(data)
                     lines.append("%s loads in OpenSSL" % path)
-    except HTTPError as error:
+    except (HTTPError, MachineError) as failure:
+        error = failure if isinstance(failure, HTTPError) else from_system(failure)
         return False, [error.reason] + error.detail.splitlines()
     if service == "stunnel":
         return True, ["the API's rules pass (stunnel has no check-only mode: its option "

@@ -91,15 +91,41 @@ def converge(config, *extra_scans):
 
 
 def converge_locked(config, network, desired):
-    """converge() for a caller that holds the appliance lock. In an
-    ACTIVE-STANDBY pair the service IPs are keepalived's VRRP addresses (it
-    puts them on the active node only); the accounting rules are the API's
-    on both nodes. The topology is the last one carried out, never a FAILED
-    one; during a transition its worker's last step converges
-    (transition.converge_service_ips)."""
-    from .transition import converge_service_ips
+    """converge() for a caller that holds the appliance lock: the machine
+    made what the last topology carried out asks for, with the service IPs
+    in desired. SINGLE: no keepalived, the API puts them on the
+    interface. ACTIVE-STANDBY: they are keepalived's VRRP addresses;
+    re-render and reload it (SIGHUP moves no address), or start it (what
+    brings keepalived back after a reboot or a crash). The accounting rules
+    are the API's either way.
 
-    converge_service_ips(config, network, desired)
+    While a transition runs, only the accounting: its worker's last step reads
+    the stored configs again under this lock. A FAILED topology is not
+    carried out here: the last one carried out is (topology.carried_out)."""
+    # Imported here: reads never converge, and keepalived's module is not small.
+    from . import topology
+    from .pair import render
+    from .system.vrrp import Keepalived
+
+    stored = topology.load(config.state_dir)
+    if stored["status"] == topology.TRANSITION and topology.transition_running(
+            config.state_dir):
+        network.converge_accounting(desired)
+        return
+    target = topology.carried_out(stored)
+    keepalived = Keepalived(config)
+    if target["topology"] != "ACTIVE-STANDBY":
+        if keepalived.process() is not None:  # left by a transition that failed
+            keepalived.stop()
+            files.remove(keepalived.state_path)
+        network.converge(desired)
+        return
+    from .appliance import own_addresses
+
+    network.converge_accounting(desired)
+    own = topology.own_address(target, own_addresses(config))
+    if own is not None:
+        keepalived.apply(render(config, target, own, desired))
 
 
 def reconcile(config):

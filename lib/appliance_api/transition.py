@@ -7,7 +7,6 @@ dies leaves the lock free, which reads as a failed transition.
 """
 import os
 import subprocess
-import sys
 import time
 
 from . import sharedstate, topology
@@ -15,16 +14,8 @@ from .layout import vrrp_dir
 from .system import files
 from .system.locks import appliance_lock
 from .system.network import Network
+from .pair import octctl_command, render
 from .system.vrrp import Keepalived, set_nonlocal_bind
-
-ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-OCTCTL = os.path.join(ROOT, "bin", "octctl")
-
-
-def octctl_command(config, *words):
-    """How keepalived (or a worker) runs octctl with this appliance's config."""
-    return [sys.executable, OCTCTL, "--config", config.path] + list(words)
-
 
 def start_worker(config, lock_fd):
     """`octctl topology-apply`, detached, holding lock_fd (topology.lock)."""
@@ -73,8 +64,8 @@ def _fail(config, reason):
         _record_outcome(config, "FAILED", reason)
         try:
             # Back to the last topology carried out, with every stored config.
-            converge_service_ips(config, Network(config),
-                                 sharedstate.ApplianceView(config).service_ips())
+            sharedstate.converge_locked(config, Network(config),
+                                        sharedstate.ApplianceView(config).service_ips())
         except Exception as error:
             _record_outcome(config, "FAILED", "%s; putting the machine back failed too: %s: %s"
                             % (reason, type(error).__name__, error))
@@ -165,13 +156,6 @@ def _hand_addresses_to_keepalived(config, stored, own):
         _record_outcome(config, "OK", "")
 
 
-def render(config, stored, own, service_ips):
-    return Keepalived(config).render(
-        stored, own, service_ips,
-        health_command=" ".join(octctl_command(config, "health")),
-        notify_command=" ".join(octctl_command(config, "vrrp-notify")))
-
-
 def check_pair(config, wanted):
     """What POST /topology runs before it answers: `keepalived -t` on the
     configuration this node would run (with the stored configs' service IPs);
@@ -189,36 +173,3 @@ def check_pair(config, wanted):
         lines = [line.split(": ", 1)[-1] for line in output.splitlines() if line.strip()]
         raise Conflict("Invalid request", "keepalived refused the pair's configuration: %s"
                        % " / ".join(lines[-5:])[:500])
-
-
-def converge_service_ips(config, network, desired):
-    """sharedstate.converge_locked's work (callers hold the appliance lock):
-    the machine made what the last topology carried out asks for, with the
-    service IPs in desired. SINGLE: no keepalived, the API puts them on the
-    interface. ACTIVE-STANDBY: they are keepalived's VRRP addresses;
-    re-render and reload it (SIGHUP moves no address), or start it (what
-    brings keepalived back after a reboot or a crash). The accounting rules
-    are the API's either way.
-
-    While a transition runs, only the accounting: its worker's last step reads
-    the stored configs again under this lock. A FAILED topology is not
-    carried out here: the last one carried out is (topology.carried_out)."""
-    stored = topology.load(config.state_dir)
-    if stored["status"] == topology.TRANSITION and topology.transition_running(
-            config.state_dir):
-        network.converge_accounting(desired)
-        return
-    target = topology.carried_out(stored)
-    keepalived = Keepalived(config)
-    if target["topology"] != "ACTIVE-STANDBY":
-        if keepalived.process() is not None:  # left by a transition that failed
-            keepalived.stop()
-            files.remove(keepalived.state_path)
-        network.converge(desired)
-        return
-    from .appliance import own_addresses
-
-    network.converge_accounting(desired)
-    own = topology.own_address(target, own_addresses(config))
-    if own is not None:
-        keepalived.apply(render(config, target, own, desired))

@@ -107,7 +107,9 @@ def app(standby):
 
 
 def shown(standby):
-    return sync.status_keys(standby.config.state_dir)
+    from appliance_api.sync_state import status_keys
+
+    return status_keys(standby.config.state_dir)
 
 
 # --- what a peer's manifest may take away ------------------------------------------------------

@@ -38,7 +38,7 @@ def get_status(request):
         "topology_status": topology.status(config.state_dir, stored),
     }
     if stored["topology"] == "ACTIVE-STANDBY":
-        from ..sync import status_keys
+        from ..sync_state import status_keys
 
         body.update(status_keys(config.state_dir))
     return Response(json.dumps(body), content_type="application/json")

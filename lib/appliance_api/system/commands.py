@@ -7,7 +7,7 @@ config path), and haproxy's `env()` fetch would hand them to anyone.
 import os
 import subprocess
 
-from ..errors import ServerError
+from . import MachineError
 
 CLEAN_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 
@@ -34,7 +34,7 @@ def run(argv, timeout=30, stdin=None, cwd=None, sockets=(), confinement=None):
     for a daemon that then never binds or rebinds them itself.
 
     A program that is missing or cannot be executed is the appliance's
-    problem, not the client's: ServerError (500) naming the program.
+    problem, not the client's: MachineError (500) naming the program.
     """
     handover, moved = {"env": CLEAN_ENVIRONMENT}, []
     if confinement is not None:
@@ -58,14 +58,14 @@ def run(argv, timeout=30, stdin=None, cwd=None, sockets=(), confinement=None):
                                                   if stdin is not None
                                                   else {"stdin": subprocess.DEVNULL}))
     except FileNotFoundError:
-        raise ServerError("Program not found: %s" % argv[0])
+        raise MachineError("Program not found: %s" % argv[0])
     except PermissionError:
-        raise ServerError("Program not executable: %s" % argv[0])
+        raise MachineError("Program not executable: %s" % argv[0])
     except subprocess.TimeoutExpired:
-        raise ServerError("Program timed out after %ds: %s" % (timeout, " ".join(argv)))
+        raise MachineError("Program timed out after %ds: %s" % (timeout, " ".join(argv)))
     except subprocess.SubprocessError as error:
         # preexec_fn failed in the child (a confinement that could not be made).
-        raise ServerError("Program could not be started confined: %s (%s)" % (argv[0], error))
+        raise MachineError("Program could not be started confined: %s (%s)" % (argv[0], error))
     finally:
         for fd in moved:
             os.close(fd)
@@ -89,7 +89,7 @@ def spawn(argv, log_path, cwd=None, appender="/usr/bin/tee"):
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       close_fds=True, start_new_session=True)
         except OSError as error:
-            raise ServerError("Program not usable: %s (%s)" % (appender, error.strerror))
+            raise MachineError("Program not usable: %s (%s)" % (appender, error.strerror))
         try:
             daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=write_end,
                                       stderr=write_end, close_fds=True, start_new_session=True,
@@ -99,8 +99,8 @@ def spawn(argv, log_path, cwd=None, appender="/usr/bin/tee"):
         except OSError as error:
             logger.kill()
             if isinstance(error, FileNotFoundError):
-                raise ServerError("Program not found: %s" % argv[0])
-            raise ServerError("Program not executable: %s" % argv[0])
+                raise MachineError("Program not found: %s" % argv[0])
+            raise MachineError("Program not executable: %s" % argv[0])
     finally:
         os.close(read_end)
         os.close(write_end)

@@ -14,7 +14,7 @@ import time
 
 from . import commands, files, processes
 from .daemon import Daemon, DaemonFailed
-from ..errors import ServerError
+from . import MachineError
 from ..layout import CERTIFICATES_NAME, CUSTOM503_NAME, MASTER_SOCKET_NAME
 
 
@@ -41,16 +41,17 @@ class Haproxy(Daemon):
 
             try:
                 confinement = Confinement(self.instance.dir, [
-                    os.path.relpath(path, self.instance.dir), CERTIFICATES_NAME, CUSTOM503_NAME])
+                    os.path.relpath(path, self.instance.dir), CERTIFICATES_NAME, CUSTOM503_NAME],
+                    programs=[self.binary])
             except ConfinementFailed as failure:
-                raise ServerError("haproxy's check could not be confined: %s" % failure)
+                raise MachineError("haproxy's check could not be confined: %s" % failure)
             with confinement:
                 result = commands.run(argv, timeout=self.start_timeout,
                                       confinement=confinement)
         if result.returncode not in (0, 1, 2):
             # 1 (errors) and 2 (valid but no listener, will not start) are
             # haproxy's verdicts on the config; anything else is haproxy failing.
-            raise ServerError("%s -c failed (exit %d): %s" % (
+            raise MachineError("%s -c failed (exit %d): %s" % (
                 self.binary, result.returncode, " ".join(result.output.split())[:300]))
         return result.ok, result.output
 

@@ -20,7 +20,7 @@ import json
 import re
 
 from . import commands, files
-from ..errors import ServerError
+from . import MachineError
 from ..layout import owned_addresses_path
 
 COMMENT = "appliance-api service ip"
@@ -180,7 +180,7 @@ class Network:
     def _command(self, argv, check, stdin=None):
         result = commands.run(argv, stdin=stdin)
         if check and not result.ok:
-            raise ServerError("%s failed: %s" % (" ".join(argv), " ".join(result.output.split())))
+            raise MachineError("%s failed: %s" % (" ".join(argv), " ".join(result.output.split())))
         return result
 
 

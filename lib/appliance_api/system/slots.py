@@ -12,21 +12,21 @@ import fcntl
 import os
 import time
 
-from ..errors import ServiceUnavailable
+from . import Busy
 from ..layout import change_slot_path
 
 
 @contextlib.contextmanager
 def change_slot(config):
     """Hold one of the [limits] concurrent_changes slots. Waits up to
-    change_wait seconds for one, then raises ServiceUnavailable (503 with
+    change_wait seconds for one, then raises Busy (503 with
     Retry-After) having changed nothing."""
     count = max(1, int(config.number("limits", "concurrent_changes")))
     deadline = time.monotonic() + config.number("limits", "change_wait")
     fd = _take_free_slot(config.state_dir, count)
     while fd is None:
         if time.monotonic() >= deadline:
-            raise ServiceUnavailable("Too many changes in progress; retry later",
+            raise Busy("Too many changes in progress; retry later",
                                      "%d changes run at once on this appliance" % count,
                                      retry_after=1)
         # Jitter (random costs an import): a burst of waiters should not poll in step.
