@@ -52,7 +52,8 @@ HAPROXY_SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "peer
 # haproxy options (on bind, server and default-server lines) that name TLS
 # material, and the base (crt-base, ca-base) a relative one is read from.
 HAPROXY_TLS_OPTIONS = {"crt": "crt-base", "ca-file": "ca-base", "crl-file": "ca-base",
-                       "ca-verify-file": "ca-base", "ca-sign-file": "ca-base"}
+                       "ca-verify-file": "ca-base", "ca-sign-file": "ca-base",
+                       "tls-ticket-keys": None}
 # Global keywords whose one argument is TLS material (a file or a folder of it).
 HAPROXY_TLS_KEYWORDS = ("ca-base", "crt-base", "key-base", "ssl-dh-param-file",
                         "issuers-chain-path", "httpclient.ssl.ca-file")
@@ -64,12 +65,14 @@ HAPROXY_PRIVATE_FILE_KEYWORDS = {"pidfile": 1, "server-state-file": 1, "server-s
 # Rule actions that answer with a file's content.
 HAPROXY_PAGE_RULES = ("http-request", "http-response", "http-after-response", "http-error")
 HAPROXY_PAGE_OPTIONS = ("file", "lf-file", "errorfile")
+# jwt_verify(<alg>,<key or certificate file>), read at start.
+HAPROXY_JWT_FILE = re.compile(r"(?:^|[^A-Za-z0-9_.-])jwt_verify\([^,)]*,([^,)]*)")
 # Converters and actions whose first argument is a map or ACL file, loaded at start.
 HAPROXY_PATTERN_FILE = re.compile(r"(?:^|[^A-Za-z0-9_.-])((?:map|set-map|del-map|add-acl|del-acl)"
                                   r"(?:_[a-z0-9_]+)?)\(([^,)]*)")
 # Lines whose address word (by position) may be a socket the daemon connects to.
 HAPROXY_CONNECTING = {"server": 2, "server-template": 3, "peer": 2, "mailer": 2,
-                      "nameserver": 2, "log": 1}
+                      "nameserver": 2, "log": 1, "dispatch": 1}
 # Options whose next word is an address haproxy connects to or from
 # (tcp-check/http-check connect addr, server check addr, socks4, source).
 HAPROXY_ADDRESS_OPTIONS = ("addr", "source", "socks4", "usesrc")
@@ -79,6 +82,8 @@ HAPROXY_ADDRESS_OPTIONS = ("addr", "source", "socks4", "usesrc")
 UNIX_PREFIXES = ("unix@", "uxst@", "uxdg@")
 REFUSED_PREFIXES = ("abns@", "fd@", "sockpair@")
 UDP_PREFIXES = ("udp@", "udp4@", "udp6@")
+# What may stand before an address's family and changes nothing of where it goes.
+SOCKET_TYPE_PREFIXES = ("stream+", "dgram+", "quic+")
 STUNNEL_TLS_OPTIONS = ("cert", "key", "cafile", "capath", "crlfile", "crlpath", "pskSecrets")
 STUNNEL_PRIVATE_OPTIONS = ("pid", "output", "rndfile", "egd")
 STUNNEL_CONNECTING = ("connect", "redirect")
@@ -106,6 +111,7 @@ REFUSED_HAPROXY_OPTIONS = {
     "namespace": "moves the socket into another network namespace",
     "crt-list": "reads certificate paths from a file the API cannot check; name each "
                 "certificate with crt",
+    "opentracing": "loads code (its config names a plugin)",
 }
 REFUSED_STUNNEL_OPTIONS = {"exec": "runs a program as root", "execargs": "runs a program as root",
                            "pty": "runs a program as root",
@@ -113,6 +119,9 @@ REFUSED_STUNNEL_OPTIONS = {"exec": "runs a program as root", "execargs": "runs a
                            "enginenum": "loads code", "enginectrl": "loads code",
                            "enginedefault": "loads code",
                            "include": "reads configuration the API has not checked",
+                           "config": "runs OpenSSL configuration commands, which read files "
+                                     "(use the named options)",
+                           "libwrap": "reads the machine's /etc/hosts.allow and hosts.deny",
                            "chroot": "moves the daemon's file system root"}
 # Read-only system files a config may name outside its instance folder, by
 # what it uses them for. A folder ends with /.
@@ -242,13 +251,18 @@ FILE_RULES = {
              "one of the API's own files, the 503 page or the certificates",
     SOCKET: "a socket must be in {INSTANCE_DIR}, not on one of the API's own files, the 503 "
             "page or the certificates",
-    CONNECT: "a daemon may connect only to sockets in {INSTANCE_DIR} (or to /dev/log to log)",
+    CONNECT: "a tenant's daemons connect to no unix socket but /dev/log, to log (use TCP, "
+             "e.g. 127.0.0.1:PORT: a runtime API or the master CLI relayed to the network "
+             "would hand the daemon over)",
 }
 
 
 def _misplaced(path, purpose, own):
     """Why path may not serve purpose (None when it may): judged on the path as
     written and as the kernel resolves it (symbolic links), both."""
+    if purpose == CONNECT:
+        # /dev/log as written: under systemd it is a link into /run.
+        return None if os.path.normpath(path) in SYSTEM_SOCKETS else "a socket to connect to"
     for candidate in _both(path):
         inside = [d for d in own if _inside(candidate, d)]
         if inside:
@@ -259,12 +273,11 @@ def _misplaced(path, purpose, own):
                 return "not in the instance's certificates folder"
             if purpose == PAGE and first != CUSTOM503_NAME:
                 return "not the instance's 503 page"
-            if purpose in (PRIVATE, SOCKET, CONNECT) and first in (CUSTOM503_NAME,
-                                                                   CERTIFICATES_NAME, ""):
+            if purpose in (PRIVATE, SOCKET) and first in (CUSTOM503_NAME, CERTIFICATES_NAME,
+                                                          ""):
                 return "a file the API keeps for the instance"
             continue
-        system = {TLS: SYSTEM_CA_PATHS, PAGE: SYSTEM_PAGE_PATHS,
-                  CONNECT: SYSTEM_SOCKETS}.get(purpose, ())
+        system = {TLS: SYSTEM_CA_PATHS, PAGE: SYSTEM_PAGE_PATHS}.get(purpose, ())
         if not any(candidate == p.rstrip("/") or (p.endswith("/") and candidate.startswith(p))
                    for p in system):
             return "outside this instance's folder"
@@ -337,6 +350,8 @@ def _scan_haproxy(scan, number, line):
         keyword == "stats" and arguments[:1] == ["socket"])
     for word in texts[keyword_at + 1:]:
         for piece in re.split(r"[,=]", word):
+            while piece.startswith(SOCKET_TYPE_PREFIXES):
+                piece = piece.split("+", 1)[1]
             if piece.startswith(REFUSED_PREFIXES):
                 scan.refuse(number, line, "%s: descriptors and abstract sockets are not "
                             "allowed in a tenant's config (use unix@{INSTANCE_DIR}/name)"
@@ -353,12 +368,19 @@ def _scan_haproxy(scan, number, line):
                             "not allowed in a tenant's config" % path)
                 return
             scan.refer(number, path, PRIVATE)
+        for path in HAPROXY_JWT_FILE.findall(word):
+            if set(path) & set("'\"\\ \t"):
+                scan.refuse(number, line, "%s: a quoted or escaped file name in a converter: "
+                            "not allowed in a tenant's config" % path)
+                return
+            scan.refer(number, path, TLS)
     for index, option in enumerate(arguments[:-1]):
         following = arguments[index + 1]
         if option == "-f":
             scan.refer(number, following, PRIVATE)  # an ACL's pattern file
         elif option in HAPROXY_TLS_OPTIONS and following != "@system-ca":
-            base = scan.bases.get(HAPROXY_TLS_OPTIONS[option]) if following[:1] != "/" else None
+            base = scan.bases.get(HAPROXY_TLS_OPTIONS[option] or "") \
+                if following[:1] != "/" else None
             scan.refer(number, following if base is None else base + "/" + following, TLS)
         elif option in HAPROXY_PAGE_OPTIONS and keyword in HAPROXY_PAGE_RULES:
             scan.refer(number, following, PAGE)
@@ -380,9 +402,13 @@ def _scan_haproxy(scan, number, line):
         _haproxy_datagram_endpoints(scan, number, line, words[keyword_at + 1])
     elif keyword == "stats" and len(arguments) >= 2 and arguments[0] == "socket":
         address = arguments[1]
-        if not (address.startswith("/") or address.startswith(UNIX_PREFIXES)) and not any(
-                option == "level" and value == "user"
-                for option, value in zip(arguments, arguments[1:])):
+        levels = [value for option, value in zip(arguments, arguments[1:]) if option == "level"]
+        if "," in address:
+            scan.refuse(number, line, "a stats socket on several addresses: give each its own "
+                        "line")
+            return
+        if not (address.startswith("/") or address.startswith(UNIX_PREFIXES)) \
+                and levels != ["user"]:
             # Its runtime API adds servers (to any socket), swaps certificates, shows maps.
             scan.refuse(number, line, "a stats socket on a TCP address must be `level user`: "
                         "any other level gives whoever reaches it haproxy's runtime API (use "
@@ -558,6 +584,9 @@ def haproxy_words(line):
                     raise ValueError("invalid \\x escape (two hexadecimal digits)")
                 if digits == "00":
                     raise ValueError("\\x00: haproxy's word would end there")
+                if digits[0] not in "01234567":
+                    raise ValueError("\\x%s: an escape past ASCII is not allowed (haproxy "
+                                     "makes one byte of it, not a character)" % digits)
                 current += chr(int(digits, 16))
                 index += 3
             else:

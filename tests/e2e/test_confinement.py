@@ -122,6 +122,17 @@ def _stunnel_hiding_exec_in_a_long_line(marker):
     ("haproxy", lambda marker: haproxy_template(free_port(), 9) +
      "log-forward lf\n    dgram-bind unix@{INSTANCE_DIR}/haproxy.cfg\n"
      "    log 127.0.0.1:514 local0\n"),
+    # The second review: the master CLI, and the tenant's own admin socket, relayed.
+    ("haproxy", lambda marker: haproxy_template(free_port(), 9).replace(
+        "    server s1 127.0.0.1:9", "    server s1 stream+unix@master.sock")),
+    ("haproxy", lambda marker: "global\n    stats socket {INSTANCE_DIR}/admin.sock level admin\n"
+     + haproxy_template(free_port(), 9).replace("global\n", "").replace(
+         "    server s1 127.0.0.1:9", "    server s1 unix@{INSTANCE_DIR}/admin.sock")),
+    ("haproxy", lambda marker: "global\n    stats socket ipv4@127.0.0.1:%d level user level admin\n"
+     % free_port() + haproxy_template(free_port(), 9).replace("global\n", "")),
+    ("stunnel", lambda marker: "[cli]\naccept = {MYIP}:%d\n"
+     "cert = {INSTANCE_DIR}/certificates/localhost.pem\nconnect = {INSTANCE_DIR}/admin.sock\n"
+     % free_port()),
 ])
 def test_what_the_review_got_past_the_scan_is_refused(api, instance_id, marker, service, make):
     ca = pki_tool.make_ca("tenant CA")

@@ -321,13 +321,13 @@ def test_a_crlf_file_is_read_as_haproxy_reads_it():
     ("frontend f\n    bind %s/certificates\n" % OWN, "a file the API keeps"),
     ("global\n    pidfile %s/custom503.http\n" % OWN, "a file the API keeps"),
     # Sockets it connects to: a tenant's backend must not be the machine's.
-    ("backend b\n    server s unix@/run/systemd/private\n", "outside this instance's folder"),
-    ("backend b\n    server s /run/dbus/system_bus_socket\n", "outside this instance's folder"),
+    ("backend b\n    server s unix@/run/systemd/private\n", "a socket to connect to"),
+    ("backend b\n    server s /run/dbus/system_bus_socket\n", "a socket to connect to"),
     ("backend b\n    server s unix@%s/master.sock\n" % OWN, "the API's own file"),
     ("backend b\n    server s abns@other\n", "abstract sockets are not allowed"),
     ("backend b\n    server s fd@3\n", "descriptors and abstract sockets"),
     ("global\n    log fd@4 local0\n", "descriptors and abstract sockets"),
-    ("global\n    log /run/systemd/journal/socket local0\n", "outside this instance's folder"),
+    ("global\n    log /run/systemd/journal/socket local0\n", "a socket to connect to"),
     ("frontend f\n    bind abns@x\n", "descriptors and abstract sockets"),
     ("frontend f\n    bind :80 namespace other\n", "another network namespace"),
     ("backend b\n    server s 192.0.2.1:80 namespace other\n", "another network namespace"),
@@ -341,7 +341,6 @@ def test_every_file_is_judged_by_what_the_daemon_does_with_it(config, why):
     "backend b\n    server s 192.0.2.1:443 ssl verify required ca-file @system-ca\n",
     "defaults\n    errorfile 400 /etc/haproxy/errors/400.http\n",
     "frontend f\n    http-request return status 503 file %s/custom503.http\n" % OWN,
-    "backend b\n    server s unix@%s/backend.sock\n" % OWN,
     "global\n    log stdout format raw local0\n    log 127.0.0.1:514 local0\n",
     "global\n    server-state-file %s/servers-state\n" % OWN,
     "frontend f\n    acl api path_beg /api\n    http-request redirect location /login if api\n",
@@ -373,10 +372,13 @@ def test_paths_are_judged_as_the_kernel_resolves_them(tmp_path):
     ("engineCtrl = SO_PATH:/tmp/x.so", "engineCtrl".lower() + " loads code"),
     ("engine = dynamic", "engine loads code"),
     ("pty = yes", "runs a program as root"),
-    ("config = VerifyCAFile:/etc/ssl/private/x.pem", "an OpenSSL command that names a file"),
+    ("config = VerifyCAFile:/etc/ssl/private/x.pem", "runs OpenSSL configuration commands"),
+    ("config = ServerInfoFile:passwd", "runs OpenSSL configuration commands"),
+    ("libwrap = yes", "hosts.allow"),
     ("RNDfile = /etc/passwd", "outside this instance's folder"),
     ("output = %s/custom503.http" % OWN, "a file the API keeps"),
-    ("connect = /run/systemd/private", "outside this instance's folder"),
+    ("connect = /run/systemd/private", "a socket to connect to"),
+    ("connect = %s/admin.sock" % OWN, "a socket to connect to"),
     ("CAfile = /etc/ssl/private/x.pem", "outside this instance's folder"),
     ("cert = %s/custom503.http" % OWN, "not in the instance's certificates folder"),
     ("accept = ${PORT}", "is not a literal"),
@@ -390,18 +392,18 @@ def test_stunnel_options_that_reach_outside_are_refused(line, why):
 @pytest.mark.parametrize("config, why", [
     # Health checks and server options connect to sockets too, as root.
     ("backend b\n    option tcp-check\n    tcp-check connect addr unix@/run/systemd/private\n",
-     "outside this instance's folder"),
-    ("backend b\n    http-check connect addr unix@/tmp/x.sock\n", "outside this instance's folder"),
+     "a socket to connect to"),
+    ("backend b\n    http-check connect addr unix@/tmp/x.sock\n", "a socket to connect to"),
     ("backend b\n    tcp-check connect addr abns@foo\n", "abstract sockets are not allowed"),
-    ("backend b\n    tcp-check connect addr unix@master.sock\n", "the API's own file"),
+    ("backend b\n    tcp-check connect addr unix@master.sock\n", "a socket to connect to"),
     ("backend b\n    server s 192.0.2.1:80 check addr unix@/tmp/x.sock\n",
-     "outside this instance's folder"),
+     "a socket to connect to"),
     ("backend b\n    server s 192.0.2.1:80 check addr /tmp/x.sock\n",
-     "outside this instance's folder"),
+     "a socket to connect to"),
     ("backend b\n    server s 192.0.2.1:80 socks4 unix@/tmp/x.sock\n",
-     "outside this instance's folder"),
+     "a socket to connect to"),
     ("backend b\n    server s 192.0.2.1:80 source uxst@/tmp/x.sock\n",
-     "outside this instance's folder"),
+     "a socket to connect to"),
     # A runtime API on TCP adds servers to any socket, shows maps, swaps certificates.
     ("global\n    stats socket 127.0.0.1:19999 level admin expose-fd listeners\n",
      "must be `level user`"),
@@ -429,7 +431,6 @@ def test_what_the_review_found(config, why):
     "log-forward lf\n    dgram-bind 127.0.0.1:1514\n    dgram-bind udp@[::1]:1514\n"
     "    log 127.0.0.1:514 local0\n",
     "backend b\n    server s 192.0.2.1:80 check addr 192.0.2.2 port 8080\n",
-    "backend b\n    server s unix@%s/x.sock\n" % OWN,
 ])
 def test_what_the_review_found_is_still_fine_done_right(config):
     Scan("haproxy", config, OWN).check(STATE)
@@ -448,3 +449,47 @@ def test_a_stunnel_line_stunnel_would_split_is_refused():
 ])
 def test_a_byte_order_mark_is_refused(service, text):
     assert_refused(Scan(service, text, OWN), "byte-order mark")
+
+
+# The second review (issue 18): each passed the scan and the confined check.
+@pytest.mark.parametrize("config, why", [
+    # stream+ and dgram+ stand before any address family.
+    ("backend m\n    server m stream+unix@master.sock\n", "a socket to connect to"),
+    ("backend a\n    server s stream+unix@/tmp/victim.sock\n", "a socket to connect to"),
+    ("backend b\n    server s stream+abns@victim\n", "abstract sockets are not allowed"),
+    ("global\n    log dgram+unix@/tmp/victim.dgram local0\n", "a socket to connect to"),
+    ("backend b\n    tcp-check connect addr stream+unix@/tmp/v.sock\n", "a socket to connect to"),
+    ("backend b\n    server s dgram+fd@3\n", "descriptors and abstract sockets"),
+    ("backend c\n    dispatch /tmp/victim.sock\n", "a socket to connect to"),
+    # A tenant's own admin socket relayed to the network, by haproxy or stunnel.
+    ("global\n    stats socket %s/admin.sock level admin\nbackend cli\n"
+     "    server s unix@%s/admin.sock\n" % (OWN, OWN), "a socket to connect to"),
+    ("backend cli\n    server s %s/admin.sock\n" % OWN, "a socket to connect to"),
+    # A TCP stats socket at admin level, however the line is put.
+    ("global\n    stats socket ipv4@127.0.0.1:19911 level user level admin\n",
+     "must be `level user`"),
+    ("global\n    stats socket unix@%s/s.sock,127.0.0.1:19912 level admin\n" % OWN,
+     "on several addresses"),
+    ("global\n    stats socket %s/s2.sock,127.0.0.1:19913 level admin\n" % OWN,
+     "on several addresses"),
+    # Files read at start that the first rules did not name.
+    ("frontend a\n    http-request set-var(txn.x) req.hdr(a),jwt_verify(RS256,/tmp/secret.pem)\n",
+     "outside this instance's folder"),
+    ("frontend a\n    bind 127.0.0.1:1 ssl crt %s/certificates/x.pem tls-ticket-keys /tmp/t\n"
+     % OWN, "outside this instance's folder"),
+    ("frontend a\n    filter opentracing config %s/ot.cfg\n" % OWN, "loads code"),
+    ("frontend a\n    http-request set-header X \\xc3\\xa9\n", "an escape past ASCII"),
+])
+def test_what_the_second_review_found(config, why):
+    assert_refused(Scan("haproxy", config, OWN), why)
+
+
+@pytest.mark.parametrize("config", [
+    "global\n    log /dev/log local0\n",           # a link into /run under systemd: fine
+    "global\n    stats socket %s/admin.sock level admin\n" % OWN,   # nothing can reach it
+    "frontend a\n    http-request set-var(txn.x) req.hdr(a),jwt_verify(RS256,"
+    "%s/certificates/k.pem)\n" % OWN,
+    "resolvers r\n    parse-resolv-conf\n",
+])
+def test_what_the_second_review_found_is_fine_done_right(config):
+    Scan("haproxy", config, OWN).check(STATE)

@@ -43,6 +43,7 @@ SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"
                   "/etc/ssl/certs", "/etc/haproxy/errors")
 SYSTEM_FILES = ("/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/ld.so.cache",
                 "/etc/localtime", "/etc/services", "/etc/protocols", "/etc/ssl/openssl.cnf",
+                "/etc/resolv.conf", "/etc/hosts", "/etc/host.conf",
                 "/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
 
 
