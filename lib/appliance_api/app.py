@@ -7,7 +7,7 @@ goes to wsgi.errors (lighttpd's error log), never to the client.
 import sys
 
 from . import config as config_module
-from .errors import (ClusterTransition, HTTPError, InvalidRequest, RequestEntityTooLarge,
+from .errors import (HTTPError, InvalidRequest, RequestEntityTooLarge,
                      ServerError, from_system)
 from .response import Response
 from .routes import ROUTES, match
@@ -95,12 +95,9 @@ def handle(environ, config=None):
         handler, params = find_route(request.method, request.path)
         if request.method in READ_METHODS:
             return call_handler(handler, request, params)
-        from .system.slots import change_slot
-        from .topology import transition_running
+        from .gate import change_gate
 
-        if transition_running(config.state_dir):
-            raise ClusterTransition()
-        with change_slot(config):
+        with change_gate(config):
             return call_handler(handler, request, params)
     except (HTTPError, MachineError, Busy) as failure:
         error = failure if isinstance(failure, HTTPError) else from_system(failure)

@@ -161,19 +161,15 @@ def sync(config, arguments):
 def _control(config, arguments, action):
     """start, stop or reload the instance's daemons (or one), under the same
     change slot, transition check and instance lock as the API's changes."""
-    from .errors import ClusterTransition
+    from .gate import change_gate
     from .services import caught_up, render_from_template
     from .system.daemons import DaemonFailed, daemon_for
     from .system.locks import instance_lock
-    from .system.slots import change_slot
-    from .topology import transition_running
 
     instance = _instance(config, arguments.instance)
     _services(instance, arguments.service)
-    if transition_running(config.state_dir):
-        raise ClusterTransition()
     failed = False
-    with change_slot(config), instance_lock(instance, create=False):
+    with change_gate(config), instance_lock(instance, create=False):
         # Again under the lock: a DELETE may have removed it while we waited.
         services = _services(_instance(config, arguments.instance), arguments.service)
         if action == "stop":

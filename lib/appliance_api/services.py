@@ -25,7 +25,7 @@ def put_config(instance, service, template, config):
     on the interface; once the daemon runs the new config, a second short
     section converges them to what is stored. On failure the old files are
     put back and the network converged to them."""
-    lines = catch_up(instance, config)
+    lines = catch_up(instance, config).lines
     daemon = daemon_for(service, instance, config)
     try:
         text = template.decode("utf-8")
@@ -125,7 +125,7 @@ def replace_file(instance, path, data, config, mode=0o644, services=SERVICES,
     the running daemons of services read it: a certificate haproxy holds is
     swapped in its memory (no reload), anything else is reloaded. On a
     failure, put the old file back and reload again. The answer's lines after OK."""
-    lines = catch_up(instance, config)
+    lines = catch_up(instance, config).lines
     old = files.read(path)
     if old == data:
         if certificate:
@@ -194,17 +194,25 @@ def caught_up(instance, service):
     _drop(instance, {service})
 
 
+class CatchUp:
+    """What catch_up did, for callers to count rather than read back: the
+    answer's lines, the services it ran, those still behind (and why)."""
+
+    def __init__(self):
+        self.lines, self.caught_up, self.failed, self.failed_lines = [], [], [], []
+
+
 def catch_up(instance, config):
     """Start or reload the daemons a killed change left behind its stored
-    files; the answer's lines. Every change of the instance calls it first,
-    under the instance's lock, and so does every sync run (octctl sync, every
-    10 s on each node); with nothing marked it costs one failed open. A
-    daemon that still fails stays marked and says so in a line: the change
-    under way goes on, and may be the one that mends it."""
+    files; a CatchUp. Every change of the instance calls it first, under the
+    instance's lock, and so does every sync run (octctl sync, every 10 s on
+    each node); with nothing marked it costs one failed open. A daemon that
+    still fails stays marked and says so in a line: the change under way
+    goes on, and may be the one that mends it."""
+    outcome = CatchUp()
     behind = instance.behind()
     if not behind:
-        return []
-    lines = []
+        return outcome
     for service in [s for s in SERVICES if s in behind]:
         daemon = daemon_for(service, instance, config)
         if not os.path.exists(instance.template(service)):
@@ -212,17 +220,21 @@ def catch_up(instance, config):
             continue
         render_from_template(daemon)  # a config PUT killed between its two renames
         try:
-            lines.append(daemon.apply())
+            outcome.lines.append(daemon.apply())
+            outcome.caught_up.append(service)
             behind.discard(service)
         except DaemonFailed as failure:
-            lines.append("%s daemon for %s still does not run its stored files: %s"
-                         % (service, instance.id, failure))
+            line = "%s daemon for %s still does not run its stored files: %s" % (
+                service, instance.id, failure)
+            outcome.lines.append(line)
+            outcome.failed.append(service)
+            outcome.failed_lines.append(line)
     _mark_behind(instance, behind)
-    return lines
+    return outcome
 
 
 def remove_file(instance, path, config, services=SERVICES):
-    lines = catch_up(instance, config)
+    lines = catch_up(instance, config).lines
     old = files.read(path)
     with _reload_pending(instance, _running(instance, config, services)):
         files.remove(path)

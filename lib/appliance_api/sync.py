@@ -221,13 +221,11 @@ def _finish_interrupted(config):
         if state.pop("interrupted_failing", None) is not None:
             store_state(config.state_dir, state)
         return ""
+    from .errors import ClusterTransition
+    from .gate import change_gate
     from .services import catch_up
     from .system.locks import instance_lock
-    from .system.slots import change_slot
 
-    if topology.transition_running(config.state_dir):
-        return "%d instances with an interrupted change: after the topology change" % len(
-            marked)
     # Half the sync's budget, so that a standby's pull still gets its turn.
     deadline = time.time() + config.number("sync", "budget") / 2
     done, failing = 0, {}
@@ -237,16 +235,17 @@ def _finish_interrupted(config):
             continue
         instance = Instance(config.state_dir, name)
         try:
-            with change_slot(config), instance_lock(instance, create=False):
-                lines = catch_up(instance, config)
+            with change_gate(config), instance_lock(instance, create=False):
+                outcome = catch_up(instance, config)
+        except ClusterTransition:
+            return "%d instances with an interrupted change: after the topology change" % len(
+                marked)
         except Exception as error:  # one instance's trouble must not stop the others
             failing[name] = "%s: %s" % (type(error).__name__, error)
             continue
-        for line in lines:
-            if " still does not run " in line:
-                failing[name] = line
-            else:
-                done += 1
+        done += len(outcome.caught_up)
+        if outcome.failed:
+            failing[name] = " ".join(outcome.failed_lines)
     state["interrupted_failing"] = failing
     store_state(config.state_dir, state)
     return "interrupted changes: %d daemons caught up, %d instances failing%s" % (
