@@ -11,7 +11,6 @@ from .errors import (HTTPError, InvalidRequest, RequestEntityTooLarge,
                      ServerError, from_system)
 from .response import Response
 from .routes import ROUTES, match
-from .system import Busy, MachineError
 
 STATUS_LINES = {200: "200 OK", 201: "201 Created", 403: "403 Forbidden",
                 404: "404 Not Found", 409: "409 Conflict",
@@ -99,18 +98,27 @@ def handle(environ, config=None):
 
         with change_gate(config):
             return call_handler(handler, request, params)
-    except (HTTPError, MachineError, Busy) as failure:
-        error = failure if isinstance(failure, HTTPError) else from_system(failure)
-        if error.code == 500:
-            _log(environ, "appliance-api: %s %s: %s\n"
-                 % (environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), error.reason))
-        return Response(error.body(), error.code, headers=error.headers)
+    except HTTPError as error:
+        return _answer(environ, error)
     except Exception as error:
+        # system/'s own errors: imported only here, so a read does not pay for them.
+        from .system import Busy, MachineError
+
+        if isinstance(error, (MachineError, Busy)):
+            return _answer(environ, from_system(error))
         import traceback  # 5 ms at start-up: only failures pay for it
 
         _log(environ, "appliance-api: %s %s failed:\n%s"
              % (environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), traceback.format_exc()))
         return Response(ServerError(_describe(error)).body(), 500)
+
+
+def _answer(environ, error):
+    """An HTTPError as the contract's answer; a 500's reason goes to the log too."""
+    if error.code == 500:
+        _log(environ, "appliance-api: %s %s: %s\n"
+             % (environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), error.reason))
+    return Response(error.body(), error.code, headers=error.headers)
 
 
 def make_application(config=None):
