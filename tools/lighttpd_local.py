@@ -7,22 +7,21 @@ and lists the management interface's own global addresses; tests and
 """
 import argparse
 import ipaddress
-import json
 import os
 import subprocess
 import sys
 
 
 def interface_addresses(interface):
-    """Global IPv4 and IPv6 addresses of interface, from `ip -j addr show`."""
+    """Global IPv4 and IPv6 addresses of interface, from `ip -j addr show`
+    (read by the API's own reader: lib/ sits beside tools/, in the checkout
+    and where `make install` puts them)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "lib"))
+    from appliance_api.system.network import addresses_in
+
     output = subprocess.run(["ip", "-j", "addr", "show", "dev", interface], check=True,
                             stdout=subprocess.PIPE).stdout
-    found = []
-    for link in json.loads(output):
-        for info in link.get("addr_info", []):
-            if info.get("scope") == "global":
-                found.append(info["local"])
-    return found
+    return addresses_in(output.decode(), scope="global")
 
 
 def socket_name(address, port):

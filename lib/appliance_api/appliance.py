@@ -19,25 +19,14 @@ def _stored_topology(config):
 
 def interface_addresses(config, interface=None):
     """Addresses on interface (every interface when None), as strings."""
-    import ipaddress
-    import json
-
     from .system import commands
+    from .system.network import addresses_in
 
     argv = [config.get("programs", "ip"), "-j", "addr", "show"]
     if interface:
         argv += ["dev", interface]
     result = commands.run(argv, timeout=5)
-    if not result.ok:
-        return set()
-    found = set()
-    for link in json.loads(result.output or "[]"):
-        for info in link.get("addr_info", []):
-            try:
-                found.add(str(ipaddress.ip_address(info["local"])))
-            except (KeyError, ValueError):
-                pass
-    return found
+    return set(addresses_in(result.output)) if result.ok else set()
 
 
 def own_addresses(config):

@@ -85,12 +85,7 @@ class Network:
             return set()  # unreadable: own nothing rather than remove an operator's address
 
     def addresses_on_interface(self):
-        result = self._ip(["-j", "addr", "show", "dev", self.interface])
-        found = set()
-        for link in json.loads(result.output or "[]"):
-            for info in link.get("addr_info", []):
-                found.add(str(ipaddress.ip_address(info["local"])))
-        return found
+        return set(addresses_in(self._ip(["-j", "addr", "show", "dev", self.interface]).output))
 
     def accounting(self, version):
         """What the filter table has of ours: {"in": [(address, (packets, bytes))],
@@ -192,3 +187,20 @@ def _with_prefix(address):
 def _sort_key(address):
     ip = ipaddress.ip_address(address)
     return ip.version, int(ip)
+
+
+def addresses_in(ip_json, scope=None):
+    """The addresses in `ip -j addr show`'s answer, normalised, in order: the
+    one reader of it (the API's own addresses, the VIP interface's, the
+    management addresses lighttpd listens on). scope="global" keeps only
+    those; an entry without a readable address is left out."""
+    found = []
+    for link in json.loads(ip_json or "[]"):
+        for info in link.get("addr_info", []):
+            if scope is not None and info.get("scope") != scope:
+                continue
+            try:
+                found.append(str(ipaddress.ip_address(info["local"])))
+            except (KeyError, ValueError):
+                pass
+    return found
