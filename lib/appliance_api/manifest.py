@@ -14,6 +14,7 @@ A standby reads a peer's manifest only through checked(): any other shape is
 refused whole, with the place it went wrong.
 """
 import hashlib
+import os
 
 from .layout import SERVICES, existing_instances, is_certificate_name, is_instance_id
 from .system import files
@@ -24,23 +25,39 @@ def digest(data):
 
 
 def instance_files(instance):
-    """{"haproxy": sha, "stunnel": sha, "custom503": sha, "certificates": {...}}."""
+    """{"haproxy": sha, "stunnel": sha, "custom503": sha, "certificates": {...}}.
+    Only regular files count: something else where a stored file belongs (a
+    socket a daemon made there, a FIFO, which would block the read) is left
+    out of that instance's entry instead of failing the whole manifest, and
+    with it every tenant's sync."""
     found = {}
     for service in SERVICES:
-        data = files.read(instance.template(service))
+        data = _stored(instance.template(service))
         if data is not None:
             found[service] = digest(data)
-    data = files.read(instance.custom503)
+    data = _stored(instance.custom503)
     if data is not None:
         found["custom503"] = digest(data)
     certificates = {}
     for name in instance.certificate_names():
-        data = files.read(instance.certificate(name))
+        data = _stored(instance.certificate(name))
         if data is not None:
             certificates[name] = digest(data)
     if certificates:
         found["certificates"] = certificates
     return found
+
+
+def _stored(path):
+    """The bytes of a regular file at path, or None."""
+    import stat
+
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+    except FileNotFoundError:
+        return None
+    return files.read(path)
 
 
 def build(config):
