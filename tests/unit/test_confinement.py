@@ -158,3 +158,25 @@ def test_whatever_runs_as_the_checks_uid_is_killed_when_it_ends(two_instances):
         for process in (leftover, bystander):
             process.kill()
             process.wait()
+
+
+def test_the_tree_of_a_check_killed_half_way_is_swept_by_the_next_change(app, state_dir,
+                                                                        instance_id):
+    """A SIGKILL during haproxy -c leaves its tree (copies of the keys) in the
+    instance folder; the next change of the instance removes it, and goes on."""
+    import signal
+
+    instance = Instance(state_dir, instance_id)
+    page = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n\r\nsorry\n"
+    assert app.put("/instances/%s/custom503" % instance_id, page).status_int == 201
+    child = os.fork()
+    if child == 0:
+        try:
+            Confinement(instance.dir, ["custom503.http"])  # made, never closed
+        finally:
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(child, 0)
+    left = [n for n in os.listdir(instance.dir) if n.startswith(".confined-")]
+    assert len(left) == 1 and os.path.isdir(os.path.join(instance.dir, left[0]))
+    assert app.put("/instances/%s/custom503" % instance_id, page + b"x").status_int == 201
+    assert [n for n in os.listdir(instance.dir) if n.startswith(".confined-")] == []

@@ -68,11 +68,20 @@ def remove(path):
 
 
 def remove_stale_temporaries(directory):
-    """Temporary files left by a process killed between write and rename."""
+    """Temporary files left by a process killed between write and rename,
+    and the tree of a confined check killed half-way (a folder: the same
+    dot-name, system/confinement.py). Callers hold the folder's lock, so no
+    live request owns them."""
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return
     for name in names:
         if name.startswith(".") and name.endswith(".tmp"):
-            remove(os.path.join(directory, name))
+            path = os.path.join(directory, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                import shutil  # only a check killed half-way left a folder
+
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                remove(path)
