@@ -59,7 +59,9 @@ run: deps pki
 		--pki $(VAR)/pki --python $(VENV)/bin/python >/dev/null
 	@echo "appliance-api on https://$(ADDR):$(PORT) (state in $(VAR)/run/state, logs in $(VAR)/run/log)"
 	@echo "Try: curl --cacert var/pki/ca.pem -E var/pki/client.pem https://$(ADDR):$(PORT)/status"
-	exec lighttpd -D -f $(VAR)/run/lighttpd.conf
+	@echo "The supervisor (octctl supervise) starts stored tenants and restarts any that dies: $(VAR)/run/log/supervisor.log"
+	$(VENV)/bin/python bin/octctl --config $(VAR)/run/appliance-api.ini supervise --while-pid $$$$ \
+		>>$(VAR)/run/log/supervisor.log 2>&1 & exec lighttpd -D -f $(VAR)/run/lighttpd.conf
 
 test: deps
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests

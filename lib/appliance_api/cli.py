@@ -25,7 +25,7 @@ class Refused(Exception):
 
 def status(config, arguments):
     """/service_status's text for every instance, or one; exit 1 unless all run."""
-    from .health import service_states, service_status_block
+    from .health import service_states, service_status_block, supervision
     from .layout import existing_instances
 
     if arguments.target == "all":
@@ -39,8 +39,10 @@ def status(config, arguments):
             service: {"running": pid is not None, "pid": pid} for service, pid in states}}
             for instance_id, states, state in seen])
     else:
+        supervised = supervision(config.state_dir)
         for instance_id, states, state in seen:
-            for line in service_status_block(instance_id, states, state):
+            for line in service_status_block(instance_id, states, state, config.state_dir,
+                                             supervised):
                 print(line)
     return 0 if all(state == "OK" for _id, _states, state in seen) else 1
 
@@ -158,47 +160,47 @@ def sync(config, arguments):
         state.get("interrupted_failing") else 0
 
 
+def supervise(config, arguments):
+    """Start every stored instance's daemons, then start again any that exits
+    (appliance-api-supervisor.service runs this; `make run` too). SIGTERM or
+    SIGINT ends it and leaves every daemon running."""
+    import signal
+    import threading
+    import time
+
+    from .supervisor import Supervisor, notify_ready
+
+    supervisor = Supervisor(config)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: supervisor.stop())
+    if arguments.while_pid:
+        def watch_parent():
+            while os.path.exists("/proc/%d" % arguments.while_pid):
+                time.sleep(0.5)
+            supervisor.stop()
+        threading.Thread(target=watch_parent, daemon=True).start()
+    supervisor.run(ready=notify_ready)
+    return 0
+
+
 def _control(config, arguments, action):
     """start, stop or reload the instance's daemons (or one), under the same
-    change slot, transition check and instance lock as the API's changes."""
+    change gate and instance lock as the API's changes (running.control)."""
     from .gate import change_gate
-    from .services import caught_up, render_from_template
-    from .system.daemons import DaemonFailed, daemon_for
+    from .running import control
     from .system.locks import instance_lock
 
     instance = _instance(config, arguments.instance)
     _services(instance, arguments.service)
-    failed = False
     with change_gate(config), instance_lock(instance, create=False):
         # Again under the lock: a DELETE may have removed it while we waited.
         services = _services(_instance(config, arguments.instance), arguments.service)
-        if action == "stop":
-            services = list(reversed(services))  # stunnel in front goes first
-        for service in services:
-            daemon = daemon_for(service, instance, config)
-            process = daemon.process()
-            try:
-                if action == "stop":
-                    print(daemon.killed_message() if daemon.stop()
-                          else "%s daemon %s was not running." % (service, instance.id))
-                    caught_up(instance, service)
-                elif action == "start" and process is not None:
-                    print("%s daemon for %s already running (pid %d)"
-                          % (service, instance.id, process.pid))
-                elif action == "reload" and process is None:
-                    print("%s daemon %s is not running: not reloaded (octctl start starts it)"
-                          % (service, instance.id), file=sys.stderr)
-                    failed = True
-                else:
-                    render_from_template(daemon)
-                    print(daemon.apply())
-                    caught_up(instance, service)
-            except DaemonFailed as failure:
-                print("octctl %s: %s" % (action, failure), file=sys.stderr)
-                if failure.output.strip():
-                    print(failure.output.rstrip(), file=sys.stderr)
-                failed = True
-    return 1 if failed else 0
+        lines, errors = control(instance, services, action, config)
+    for line in lines:
+        print(line)
+    for line in errors:
+        print(line, file=sys.stderr)
+    return 1 if errors else 0
 
 
 def _instance(config, instance_id):
@@ -248,6 +250,8 @@ COMMANDS = {
                        False),
     "vrrp-notify": (vrrp_notify, "record the state keepalived entered (its notify script)",
                     False),
+    "supervise": (supervise, "start every stored instance's daemons, then start again any "
+                             "that exits (appliance-api-supervisor.service runs it)", False),
     "sync": (sync, "finish changes a killed request left; on a standby, pull the active "
                    "node's configuration (the timer runs it)", False),
 }
@@ -274,6 +278,8 @@ def parser():
         "--allow-mass-delete", action="store_true",
         help="this run may delete more than [sync] max_delete_share of the instances, "
              "or all of them (an empty manifest)")
+    subparsers["supervise"].add_argument("--while-pid", type=int,
+                                         help="end when this process does (make run)")
     subparsers["topology-apply"].add_argument("--lock-fd", type=int,
                                               help="topology.lock, held, inherited")
     subparsers["vrrp-notify"].add_argument("words", nargs="*",

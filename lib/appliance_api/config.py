@@ -55,6 +55,15 @@ DEFAULTS = {
         # namespaces; "no" only where those cannot be had.
         "confine_checks": "yes",
     },
+    "supervisor": {
+        # octctl supervise: starts of a daemon allowed within window seconds
+        # before each further one waits twice as long as the last (1 s, 2 s,
+        # ... up to max_delay); seconds between scans for what no pidfd saw.
+        "burst": "3",
+        "window": "30",
+        "max_delay": "60",
+        "scan_interval": "1",
+    },
     "network": {
         # Put service IPs on the VIP interface and keep accounting rules for them.
         "manage": "yes",

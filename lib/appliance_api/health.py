@@ -1,110 +1,49 @@
-"""Is a daemon running? Standard library only: the read endpoints, octctl
-status and keepalived's track script (every second) ask, so a check reads
-just the pid file and /proc/<pid>/stat and cmdline, never psutil.
-
-A pid file is stale when its process is gone, is a zombie, or is some other
-program that inherited the pid: the name and the command line must show the
-daemon run on that instance's own rendered config.
+"""Which daemons run: the read endpoints', octctl status's and keepalived's
+track script's view (every second), by the one rule of system/liveness.py
+(standard library only, never psutil).
 """
 import os
 import time
 
-from .layout import (MASTER_SOCKET_NAME, RENDERED_NAMES, existing_instances, instances_dir,
-                     open_instances_dir, scan_instances)
+from .layout import (MASTER_SOCKET_NAME, PROCESS_NAMES, RENDERED_NAMES, STOPPED_NAME,
+                     existing_instances, instances_dir, open_instances_dir, scan_instances,
+                     supervisor_status_path)
+from .system.liveness import (SETTLING, check_process, daemon_pid, is_alive, live_pids,
+                              read_pid_file)
 
-PROCESS_NAMES = {"haproxy": (b"haproxy",), "stunnel": (b"stunnel4", b"stunnel")}
-# haproxy's master empties its pid file and re-executes itself on every
-# reload: for a few milliseconds the file or /proc/<pid>/cmdline reads empty.
-SETTLE = 0.5
-# O_NONBLOCK: a FIFO put where the pid file belongs must not hang us.
 # /service_status's layout (the original's): the id padded to column 52, then
 # the state; under it each service, indented 2, padded to 17, then its state.
 INSTANCE_LINE = "%-52s%s"
 SERVICE_LINE = "  %-17s%s"
-PID_FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def running_pid(instance, service, settle=SETTLE):
+def running_pid(instance, service):
     """The pid of the instance's service if it runs, else None."""
-    return _running(instance.dir + "/", service, settle)
+    return _running(instance.dir + "/", service)
 
 
-def _running(folder, service, settle=SETTLE):
-    deadline = None
-    while True:
-        verdict = _pid_file(folder, service)
-        if isinstance(verdict, int):
-            verdict = _process(folder, service, verdict)
-        if verdict is not _SETTLING:
-            return verdict
-        if deadline is None:
-            deadline = time.monotonic() + settle
-        elif time.monotonic() > deadline:
-            return None
-        time.sleep(0.005)
-
-
-_SETTLING = object()
+def _running(folder, service):
+    return daemon_pid(folder + service + ".pid", PROCESS_NAMES[service],
+                      _config_path(folder, service), _reloading_marker(folder, service))
 
 
 def _pid_file(folder, service, dir_fd=None):
-    """The pid in the service's pid file, None (no daemon), or _SETTLING (a
-    reload is rewriting it: look again). Bare os calls: /status asks this
-    for every daemon of the appliance. folder is relative to dir_fd if given."""
-    try:
-        fd = os.open(folder + service + ".pid", PID_FILE_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
-        # haproxy's master unlinks its pid file and writes it anew on a
-        # reload: a missing one beside its master socket may be that moment.
-        if service == "haproxy" and os.access(folder + MASTER_SOCKET_NAME, os.F_OK,
-                                              dir_fd=dir_fd):
-            return _SETTLING
-        return None
-    except OSError:
-        return None
-    try:
-        words = os.read(fd, 64).split()
-        if not words:
-            info = os.fstat(fd)
-            if info.st_mode & 0o170000 != 0o100000:
-                return None  # a FIFO, a device: no pid file of ours
-            return _SETTLING if time.time() - info.st_mtime < 2 else None
-        pid = int(words[0])
-        return pid if pid > 0 else None
-    except (OSError, ValueError):
-        return None  # a directory, garbage
-    finally:
-        os.close(fd)
+    return read_pid_file(folder + service + ".pid", dir_fd,
+                         _reloading_marker(folder, service))
+
+
+def _reloading_marker(folder, service):
+    # haproxy's master unlinks its pid file and writes it anew on a reload:
+    # a missing one beside its master socket may be that moment.
+    return folder + MASTER_SOCKET_NAME if service == "haproxy" else None
+
+
+def _config_path(folder, service):
+    return os.path.abspath(folder + RENDERED_NAMES[service])
 
 
 def _process(folder, service, pid):
-    """pid if it is the service's daemon on this instance's rendered config
-    (not a zombie, the daemon's name), else None; _SETTLING mid-execve."""
-    try:
-        stat = _read("/proc/%d/stat" % pid)
-    except OSError:
-        return None
-    head, _, tail = stat.rpartition(b")")
-    if tail.split()[:1] in ([b"Z"], [b"X"]):
-        return None
-    if head.partition(b"(")[2] not in PROCESS_NAMES[service]:
-        return None
-    try:
-        arguments = _read("/proc/%d/cmdline" % pid).split(b"\0")
-    except OSError:
-        return None
-    if arguments == [b""]:
-        return _SETTLING  # between haproxy's execve and its new command line
-    config_path = os.fsencode(os.path.abspath(folder + RENDERED_NAMES[service]))
-    return pid if config_path in arguments else None
-
-
-def _read(path):
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return os.read(fd, 65536)
-    finally:
-        os.close(fd)
+    return check_process(pid, PROCESS_NAMES[service], _config_path(folder, service))
 
 
 def daemon_running(instance, service):
@@ -118,10 +57,6 @@ def changing(instance):
 
     return held(instance.lock_path)
 
-
-def live_pids():
-    """The pids of every process now (one listing of /proc)."""
-    return {int(name) for name in os.listdir("/proc") if name.isdigit()}
 
 
 def service_states(instance):
@@ -155,11 +90,11 @@ def daemon_table(state_dir):
     for (name, folder, _configured), services in zip(found, pids):
         states = []
         for service, pid in services:
-            if pid is _SETTLING:
+            if pid is SETTLING:
                 pid = _running(base + folder, service)
             elif pid is not None:
                 pid = _process(base + folder, service, pid) if pid in live else None
-                if pid is _SETTLING:
+                if pid is SETTLING:
                     pid = _running(base + folder, service)
             states.append((service, pid))
         table.append((name, states, _state_word(states)))
@@ -173,19 +108,63 @@ def _state_word(states):
 
 def service_status_lines(state_dir):
     """/service_status in the original's layout."""
-    lines = []
+    lines, supervised = [], supervision(state_dir)
     for name, states, state in daemon_table(state_dir):
-        lines.append(INSTANCE_LINE % (name, state))
-        for service, pid in states:
-            lines.append(SERVICE_LINE % (service, "running (pid %d)" % pid if pid else "stopped"))
+        lines += service_status_block(name, states, state, state_dir, supervised)
     return lines
 
 
-def service_status_block(instance_id, states, state):
-    """One instance's lines of /service_status (also what `octctl status` prints)."""
-    return [INSTANCE_LINE % (instance_id, state)] + [
-        SERVICE_LINE % (service, "running (pid %d)" % pid if pid else "stopped")
-        for service, pid in states]
+def service_status_block(instance_id, states, state, state_dir, supervised):
+    """One instance's lines of /service_status (also what `octctl status`
+    prints). A stopped daemon says why when something knows: stopped by an
+    operator, or backing off after crashing again and again."""
+    lines = [INSTANCE_LINE % (instance_id, state)]
+    for service, pid in states:
+        word = "running (pid %d)" % pid if pid else "stopped"
+        if not pid:
+            why = why_stopped(state_dir, instance_id, service, supervised)
+            word += " (%s)" % why if why else ""
+        lines.append(SERVICE_LINE % (service, word))
+    return lines
+
+
+def why_stopped(state_dir, instance_id, service, supervised):
+    """"by operator", "backing off: ..." or None, for a daemon that does not run."""
+    try:
+        with open(os.path.join(instances_dir(state_dir), instance_id, STOPPED_NAME)) as file:
+            if service in file.read().split():
+                return "by operator"
+    except OSError:
+        pass
+    entry = supervised.get("%s/%s" % (instance_id, service))
+    if entry and backing_off(entry):
+        return "backing off: %d starts, next in %ds" % (
+            entry["restarts"], max(0, round(entry["backing_off_until"] - time.time())))
+    return None
+
+
+def supervision(state_dir):
+    """{"<instance>/<service>" or "keepalived": entry} of the running
+    supervisor's supervisor.json (supervisor.py): restarts, last start,
+    backing_off_until, last failure; {} when none runs."""
+    path = supervisor_status_path(state_dir)
+    if not os.access(path, os.F_OK):
+        return {}
+    import json
+
+    try:
+        with open(path, "rb") as file:
+            status = json.loads(file.read())
+        if not is_alive(int(status["pid"])):
+            return {}
+        return dict(status.get("daemons", {}))
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def backing_off(entry):
+    """Whether a supervision() entry is a daemon in crash-loop back-off now."""
+    return entry.get("backing_off_until", 0) > time.time()
 
 
 def problems(state_dir):

@@ -3,9 +3,9 @@ its folder and /proc: nothing here changes the appliance."""
 import datetime
 import os
 
-from . import sharedstate
+from . import running, sharedstate
 from .errors import Conflict, HTTPError, from_system
-from .health import service_states
+from .health import backing_off, service_states, supervision
 from .system import MachineError, files
 
 
@@ -16,7 +16,8 @@ def describe(instance, config):
     report = {"id": instance.id, "status": state, "services": {}, "service_ips": [],
               "certificates": [], "custom503": os.path.exists(instance.custom503)}
     service_ips = set()
-    behind = instance.behind()
+    behind, stopped = running.behind(instance), running.stopped_on_purpose(instance)
+    supervised = supervision(config.state_dir)
     for service, pid in states:
         template = files.read(instance.template(service)).decode("utf-8", "replace")
         scan = sharedstate.scan_template(instance, service, template, config)
@@ -26,7 +27,9 @@ def describe(instance, config):
             "running": pid is not None, "pid": pid,
             "listeners": [str(listener) for listener in scan.listeners],
             "last_reload": outcome.decode("utf-8", "replace").strip() if outcome else None,
-            "behind_stored_files": service in behind}
+            "behind_stored_files": service in behind,
+            "stopped_by_operator": service in stopped,
+            "supervision": supervised.get("%s/%s" % (instance.id, service))}
     report["service_ips"] = sorted(service_ips)
     for name in instance.certificate_names():
         report["certificates"].append(dict(name=name, **certificate_facts(
@@ -61,6 +64,15 @@ def as_text(report):
         lines.append("  listens on  %s" % (" ".join(facts["listeners"]) or "-"))
         lines.append("  last reload %s" % (facts["last_reload"] or "- (none since the "
                                                                   "API recorded them)"))
+        if facts["stopped_by_operator"]:
+            lines.append("  stopped by an operator (octctl stop): not started again "
+                         "until octctl start or a new config")
+        supervised = facts["supervision"]
+        if supervised:
+            lines.append("  restarted by the supervisor: %d times lately%s" % (
+                supervised["restarts"], "; backing off" if backing_off(supervised) else ""))
+            if supervised.get("last_failure"):
+                lines.append("  last failure: %s" % supervised["last_failure"])
         if facts["behind_stored_files"]:
             lines.append("  not yet running the stored files: a change was interrupted "
                          "(the next change or octctl sync runs them)")

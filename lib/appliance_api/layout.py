@@ -34,17 +34,23 @@ CERTIFICATE_NAME = r"(?!\.)[A-Za-z0-9._-]{1,251}\.pem"
 SERVICES = ("haproxy", "stunnel")
 TEMPLATE_NAMES = {"haproxy": "haproxy.cfg", "stunnel": "stunnel.conf"}
 RENDERED_NAMES = {"haproxy": "haproxy.rendered.cfg", "stunnel": "stunnel.rendered.conf"}
+# Each daemon's process name as /proc/<pid>/stat spells it (Debian's stunnel is stunnel4).
+PROCESS_NAMES = {"haproxy": (b"haproxy",), "stunnel": (b"stunnel4", b"stunnel"),
+                 "keepalived": (b"keepalived",)}
 CUSTOM503_NAME = "custom503.http"
 CERTIFICATES_NAME = "certificates"
 LOCK_NAME = "lock"
 MASTER_SOCKET_NAME = "master.sock"
-# Present while stored files are ahead of the running daemons (services.py).
+# Present while stored files are ahead of the running daemons (running.py).
 RELOAD_PENDING_NAME = "reload.pending"
+# The services an operator stopped on purpose (octctl stop): not to be started
+# again, by the supervisor or at boot, until octctl start or a new config.
+STOPPED_NAME = "stopped.by-operator"
 # The listeners handed to the running stunnel, "service address:port" a line.
 STUNNEL_LISTENERS_NAME = "stunnel.listeners"
 # The API's own files in an instance folder: a config may not name them.
 MANAGED_NAMES = frozenset([LOCK_NAME, MASTER_SOCKET_NAME, STUNNEL_LISTENERS_NAME,
-                           RELOAD_PENDING_NAME]
+                           RELOAD_PENDING_NAME, STOPPED_NAME]
                           + list(TEMPLATE_NAMES.values())
                           + list(RENDERED_NAMES.values())
                           + ["%s.%s" % (service, kind) for service in SERVICES
@@ -109,6 +115,11 @@ def vrrp_dir(state_dir):
     return os.path.join(state_dir, "vrrp")
 
 
+def supervisor_status_path(state_dir):
+    """What the supervisor restarted and what backs off (supervisor.py)."""
+    return os.path.join(state_dir, "supervisor.json")
+
+
 def owned_addresses_path(state_dir):
     return os.path.join(state_dir, "owned-addresses.json")
 
@@ -152,15 +163,9 @@ class Instance:
     def reload_pending(self):
         return self.dir + "/" + RELOAD_PENDING_NAME
 
-    def behind(self):
-        """The services whose daemons a change left behind the stored files
-        (named in reload.pending, services.catch_up)."""
-        try:
-            with open(self.reload_pending, "rb") as file:
-                named = file.read().decode("ascii", "replace").split()
-        except FileNotFoundError:
-            return set()
-        return set(named) & set(SERVICES)
+    @property
+    def stopped_record(self):
+        return self.dir + "/" + STOPPED_NAME
 
     @property
     def master_socket(self):

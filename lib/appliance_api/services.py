@@ -1,14 +1,15 @@
 """What a change to an instance does to its daemons, addresses and files,
 and how it is undone when a step fails.
 
-Callers hold the instance's lock (system.locks.instance_lock). The rule for
+Callers hold the instance's lock (system.locks.instance_lock). What each
+daemon should run, and the records of where it may not, are running.py's. The rule for
 every change: the stored files and the running daemons end as they were
 before the request, or as the request asked; never in between.
 """
-import contextlib
 import os
 
 from . import sharedstate
+from .running import caught_up, catch_up, pending, render_from_template, started_by_operator
 from .errors import Conflict, ServerError
 from .layout import SERVICES
 from .system import files
@@ -53,7 +54,7 @@ def put_config(instance, service, template, config):
 
     old_template, old_rendered = files.read(template_path), files.read(rendered_path)
     was_running = daemon.process() is not None
-    with _reload_pending(instance, [service]):
+    with pending(instance, [service]):
         with appliance_lock(config.state_dir):
             view = sharedstate.ApplianceView(config)
             view.refuse_shared_listeners(instance, service, scan)
@@ -72,6 +73,7 @@ def put_config(instance, service, template, config):
         try:
             lines.append(daemon.apply())
             caught_up(instance, service)
+            started_by_operator(instance, service)  # a new config runs, whoever stopped the old
         except BaseException as error:
             with appliance_lock(config.state_dir):
                 files.restore(template_path, old_template)
@@ -96,6 +98,7 @@ def delete_config(instance, service, config):
     with appliance_lock(config.state_dir):
         for path in (instance.template(service), instance.rendered(service)):
             files.remove(path)
+    started_by_operator(instance, service)  # nothing is left to keep stopped
     sharedstate.converge(config)
     return daemon.killed_message() if stopped else "%s daemon %s was not running." % (
         service, instance.id)
@@ -132,7 +135,7 @@ def replace_file(instance, path, data, config, mode=0o644, services=SERVICES,
             lines += _swap_if_not_served(instance, path, data, config)
         return lines  # unchanged content: the daemons already run it
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with _reload_pending(instance, _running(instance, config, services)):
+    with pending(instance, _running(instance, config, services)):
         files.write_atomic(path, data, mode)
         return lines + _reload_or_restore(instance, path, old, config, mode, services,
                                           data if certificate else None)
@@ -152,91 +155,10 @@ def _running(instance, config, services):
     return [s for s in services if daemon_for(s, instance, config).process() is not None]
 
 
-# <instance>/reload.pending names, a line each, the services whose daemons
-# may not run what is stored. A change names the ones it will start or
-# reload before it writes a file they read; once it has run them, or rolled
-# back, it takes off the names it added, and a full start or reload takes
-# off its own (caught_up). A name an earlier change left stays until then:
-# a certificate swapped in haproxy's memory is not its stored config. A
-# request killed in between (SIGKILL: a SIGTERM waits for the change) leaves
-# its names, and catch_up runs them.
-
-@contextlib.contextmanager
-def _reload_pending(instance, services):
-    added = set(services) - instance.behind()
-    if added:
-        _mark_behind(instance, instance.behind() | added)
-    try:
-        yield
-    except Conflict:  # rolled back: they run the restored files
-        _drop(instance, added)
-        raise
-    _drop(instance, added)
-
-
-def _drop(instance, services):
-    behind = instance.behind()
-    if behind & services:
-        _mark_behind(instance, behind - services)
-
-
-def _mark_behind(instance, services):
-    if services:
-        text = "".join(service + "\n" for service in SERVICES if service in services)
-        files.write_atomic(instance.reload_pending, text.encode(), durable=False)
-    else:
-        files.remove(instance.reload_pending)
-
-
-def caught_up(instance, service):
-    """service's daemon runs what is stored now (a start or reload), or was
-    stopped on purpose (octctl stop, a config DELETE): not behind any more."""
-    _drop(instance, {service})
-
-
-class CatchUp:
-    """What catch_up did, for callers to count rather than read back: the
-    answer's lines, the services it ran, those still behind (and why)."""
-
-    def __init__(self):
-        self.lines, self.caught_up, self.failed, self.failed_lines = [], [], [], []
-
-
-def catch_up(instance, config):
-    """Start or reload the daemons a killed change left behind its stored
-    files; a CatchUp. Every change of the instance calls it first, under the
-    instance's lock, and so does every sync run (octctl sync, every 10 s on
-    each node); with nothing marked it costs one failed open. A daemon that
-    still fails stays marked and says so in a line: the change under way
-    goes on, and may be the one that mends it."""
-    outcome = CatchUp()
-    behind = instance.behind()
-    if not behind:
-        return outcome
-    for service in [s for s in SERVICES if s in behind]:
-        daemon = daemon_for(service, instance, config)
-        if not os.path.exists(instance.template(service)):
-            behind.discard(service)  # its config is gone: nothing to run
-            continue
-        render_from_template(daemon)  # a config PUT killed between its two renames
-        try:
-            outcome.lines.append(daemon.apply())
-            outcome.caught_up.append(service)
-            behind.discard(service)
-        except DaemonFailed as failure:
-            line = "%s daemon for %s still does not run its stored files: %s" % (
-                service, instance.id, failure)
-            outcome.lines.append(line)
-            outcome.failed.append(service)
-            outcome.failed_lines.append(line)
-    _mark_behind(instance, behind)
-    return outcome
-
-
 def remove_file(instance, path, config, services=SERVICES):
     lines = catch_up(instance, config).lines
     old = files.read(path)
-    with _reload_pending(instance, _running(instance, config, services)):
+    with pending(instance, _running(instance, config, services)):
         files.remove(path)
         return lines + _reload_or_restore(instance, path, old, config, 0o644, services)
 
@@ -265,20 +187,6 @@ def _reload_or_restore(instance, path, old, config, mode, services, certificate=
             raise Conflict("%s; the previous file is back in place" % error, error.output)
         raise
     return lines
-
-
-def render_from_template(daemon):
-    """Make the rendered config the stored template's rendering again. A PUT
-    killed between its two renames leaves a rendered file GET does not show;
-    no reload may run it. True when it was not (a reload is then due)."""
-    template = files.read(daemon.instance.template(daemon.name))
-    if template is None:
-        return False
-    rendered = daemon.render(template.decode("utf-8", "replace")).encode("utf-8")
-    if files.read(daemon.rendered_path) != rendered:
-        files.write_atomic(daemon.rendered_path, rendered)
-        return True
-    return False
 
 
 def _bring_back(daemon, was_running):

@@ -202,7 +202,7 @@ def _run_locked(config, allow_mass_delete):
 
 def _finish_interrupted(config):
     """Changes killed between storing files and running them leave their
-    daemons named in the instance's reload.pending (services.catch_up):
+    daemons named in the instance's reload.pending (running.catch_up):
     finish them here, on every node. No request may come to do it: an active
     node's controller skips a certificate whose ETag already matches, and a
     standby's files may already match the active's. "" when there was
@@ -223,7 +223,7 @@ def _finish_interrupted(config):
         return ""
     from .errors import ClusterTransition
     from .gate import change_gate
-    from .services import catch_up
+    from .running import catch_up
     from .system.locks import instance_lock
 
     # Half the sync's budget, so that a standby's pull still gets its turn.

@@ -4,6 +4,7 @@ backend HTTP server for the haproxy instances the tests create.
 
 Each request runs the CGI script with this interpreter (sys.executable: the venv's).
 """
+import contextlib
 import datetime
 import http.server
 import os
@@ -62,15 +63,18 @@ def pki(tmp_path_factory):
         expired_client=expired, ca_cert=ca_cert, ca_key=ca_key)
 
 
-@pytest.fixture(scope="session")
-def api(tmp_path_factory, pki):
-    """lighttpd serving the API on 127.0.0.1 and ::1 (a free port), state in <folder>/state."""
-    folder = str(tmp_path_factory.mktemp("site"))
+@contextlib.contextmanager
+def running_site(folder, pki, api_settings=None):
+    """lighttpd serving the API on 127.0.0.1 and ::1 (a free port), state in
+    <folder>/state: an Api; on the way out every instance is deleted through
+    it and whatever daemon still runs under folder is killed."""
     port = free_port_on_both()
-    lighttpd_conf = devsite.write_site(
-        folder, ["127.0.0.1", "::1"], port, pki.dir, sys.executable,
-        # Short enough that a daemon that will not start fails a test quickly.
-        api_settings={"daemons": {"start_timeout": "5", "stop_timeout": "3"}})
+    settings = {"daemons": {"start_timeout": "5", "stop_timeout": "3"}}
+    for section, values in (api_settings or {}).items():
+        settings.setdefault(section, {}).update(values)
+    # Short timeouts: a daemon that will not start fails a test quickly.
+    lighttpd_conf = devsite.write_site(folder, ["127.0.0.1", "::1"], port, pki.dir,
+                                       sys.executable, api_settings=settings)
     process = devsite.start_lighttpd(lighttpd_conf, "127.0.0.1", port)
     api_ = Api(folder, port, pki, process)
     try:
@@ -89,6 +93,13 @@ def api(tmp_path_factory, pki):
                 leftover.send_signal(signal.SIGKILL)
             except Exception:
                 pass
+
+
+@pytest.fixture(scope="session")
+def api(tmp_path_factory, pki):
+    """The API most tests share (running_site)."""
+    with running_site(str(tmp_path_factory.mktemp("site")), pki) as api_:
+        yield api_
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 
 import psutil
@@ -279,3 +280,40 @@ def haproxy_template(port, backend_port, extra_frontend=""):
 def stunnel_template(port, haproxy_port, certificate="localhost.pem"):
     return ("[tls]\naccept = {MYIP}:%d\nconnect = {MYIP}:%d\n"
             "cert = {INSTANCE_DIR}/certificates/%s\n" % (port, haproxy_port, certificate))
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OCTCTL = os.path.join(ROOT, "bin", "octctl")
+
+
+def octctl(api, *arguments, config=None):
+    """octctl on the site's state folder, as an operator on the box runs it."""
+    return subprocess.run(
+        [sys.executable, OCTCTL, "--config", config or os.path.join(api.folder, "appliance-api.ini"),
+         *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+
+
+class Supervisor:
+    """`octctl supervise` on a site, as appliance-api-supervisor.service (or
+    `make run`) runs it; its lines go to <folder>/log/supervisor.log."""
+
+    def __init__(self, api):
+        self.log_path = os.path.join(api.folder, "log", "supervisor.log")
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, OCTCTL, "--config", os.path.join(api.folder, "appliance-api.ini"),
+             "supervise"], stdout=self.log, stderr=self.log, start_new_session=True)
+
+    def lines(self):
+        with open(self.log_path, encoding="utf-8", errors="replace") as file:
+            return file.read().splitlines()
+
+    def wait_ready(self, timeout=30):
+        assert eventually(lambda: any("supervisor: ready" in line for line in self.lines()),
+                          timeout), self.lines()
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.log.close()

@@ -9,6 +9,7 @@ import socket
 
 import pytest
 
+from appliance_api import running
 from appliance_api.layout import Instance
 
 HAPROXY = """global
@@ -567,17 +568,17 @@ def test_a_refused_change_keeps_the_name_an_earlier_killed_one_left(app, config,
         port = taken.getsockname()[1]
         killed_after_storing(app, "PUT", "/instances/%s/haproxy" % instance_id,
                              (HAPROXY % port).encode())
-        assert instance.behind() == {"haproxy"}
+        assert running.behind(instance) == {"haproxy"}
         response = app.put("/instances/%s/haproxy" % instance_id,
                            (HAPROXY % port).replace("maxconn 64", "maxconn 65").encode(),
                            expect_errors=True)
         assert response.status_int == 409, response.text
-        assert instance.behind() == {"haproxy"}
+        assert running.behind(instance) == {"haproxy"}
         taken.close()
         line = sync.run(config)
         assert line.startswith("interrupted changes: 1 daemons caught up, 0 instances failing")
         assert served_503(port) == b"sorry\n"
-        assert instance.behind() == set()
+        assert running.behind(instance) == set()
     finally:
         taken.close()
         assert app.delete("/instances/" + instance_id).status_int == 200
@@ -606,4 +607,4 @@ def test_a_certificate_swapped_in_memory_does_not_catch_haproxy_up(running_hapro
                      "failed to reload" % instance.id,
                      "haproxy daemon for %s took x.pem without a reload (pid 4242)"
                      % instance.id]
-    assert instance.behind() == {"haproxy"}
+    assert running.behind(instance) == {"haproxy"}

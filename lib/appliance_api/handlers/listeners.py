@@ -11,7 +11,7 @@ import json
 
 from ..response import Response
 from ..errors import NotFound
-from ..health import service_states
+from ..health import backing_off, service_states, supervision
 from ..layout import Instance, existing_instances
 from ..system import files
 
@@ -21,7 +21,8 @@ SECTIONS = ("global", "defaults", "frontend", "listen", "backend", "peers", "res
 
 def list_listeners(request):
     instances = existing_instances(request.config.state_dir, snapshot=True)
-    listeners = [describe(instance) for instance in instances]
+    supervised = supervision(request.config.state_dir)
+    listeners = [describe(instance, supervised) for instance in instances]
     return Response(json.dumps(listeners), content_type="application/json")
 
 
@@ -29,14 +30,22 @@ def get_listener(request, instance):
     instance = Instance(request.config.state_dir, instance)
     if not instance.exists():
         raise NotFound()
-    return Response(json.dumps(describe(instance)), content_type="application/json")
+    return Response(json.dumps(describe(instance, supervision(request.config.state_dir))),
+                    content_type="application/json")
 
 
-def describe(instance):
+def describe(instance, supervised):
+    """The listener view; "supervision" only where the supervisor restarted a
+    daemon ({service: restarts, backing_off, last_failure})."""
     states, state = service_states(instance)
     listener = {"id": instance.id, "status": state, "type": listener_type(instance)}
     for service, pid in states:
         listener[service] = "running" if pid else "stopped"
+        entry = supervised.get("%s/%s" % (instance.id, service))
+        if entry:
+            listener.setdefault("supervision", {})[service] = {
+                "restarts": entry["restarts"], "backing_off": backing_off(entry),
+                "last_failure": entry.get("last_failure")}
     return listener
 
 

@@ -22,7 +22,7 @@ class Result:
         return self.returncode == 0
 
 
-def run(argv, timeout=30, stdin=None, cwd=None, sockets=(), confinement=None):
+def run(argv, timeout=30, stdin=None, cwd=None, sockets=(), confinement=None, scope=None):
     """Run argv to completion; stdout and stderr together, as text.
 
     confinement: a system.confinement.Confinement to run argv in (as nobody,
@@ -33,9 +33,13 @@ def run(argv, timeout=30, stdin=None, cwd=None, sockets=(), confinement=None):
     activation does (descriptors 3, 4, ... with LISTEN_FDS and LISTEN_PID),
     for a daemon that then never binds or rebinds them itself.
 
+    scope: a daemon that forks into the background, started in a systemd
+    scope of that name (in_scope).
+
     A program that is missing or cannot be executed is the appliance's
     problem, not the client's: MachineError (500) naming the program.
     """
+    argv = in_scope(argv, scope)
     handover, moved = {"env": CLEAN_ENVIRONMENT}, []
     if confinement is not None:
         handover["preexec_fn"] = confinement.preexec
@@ -72,7 +76,7 @@ def run(argv, timeout=30, stdin=None, cwd=None, sockets=(), confinement=None):
     return Result(completed.returncode, completed.stdout.decode("utf-8", "replace"))
 
 
-def spawn(argv, log_path, cwd=None, appender="/usr/bin/tee"):
+def spawn(argv, log_path, cwd=None, appender="/usr/bin/tee", scope=None):
     """Start a long-running daemon detached from this request: its own session,
     no inherited descriptors, its output appended to log_path. Returns the Popen.
 
@@ -81,6 +85,8 @@ def spawn(argv, log_path, cwd=None, appender="/usr/bin/tee"):
     stdout with F_SETFL, which clears O_APPEND on a file handed to it directly:
     after logrotate's copytruncate it went on writing at its old offset,
     leaving the new file a hole of NULs as long as the old one.
+
+    scope: started in a systemd scope of that name (in_scope), tee with it.
     """
     read_end, write_end = os.pipe()
     try:
@@ -91,10 +97,13 @@ def spawn(argv, log_path, cwd=None, appender="/usr/bin/tee"):
         except OSError as error:
             raise MachineError("Program not usable: %s (%s)" % (appender, error.strerror))
         try:
-            daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=write_end,
+            scoped = in_scope(argv, scope)
+            daemon = subprocess.Popen(scoped, stdin=subprocess.DEVNULL, stdout=write_end,
                                       stderr=write_end, close_fds=True, start_new_session=True,
                                       cwd=cwd, env=CLEAN_ENVIRONMENT)
             daemon.logger = logger  # done writing the log once the daemon is gone
+            if scoped is not argv:
+                _join_scope(daemon.pid, logger.pid)
             return daemon
         except OSError as error:
             logger.kill()
@@ -104,6 +113,62 @@ def spawn(argv, log_path, cwd=None, appender="/usr/bin/tee"):
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+# Where systemd is PID 1, every daemon the API starts goes into a scope of
+# its own in appliance-tenants.slice (systemd-run --scope, which registers the
+# scope and then execs the daemon in the same process): out of the control
+# group of whoever started it (lighttpd.service, the supervisor, octctl sync),
+# so that restarting or stopping those never touches a tenant, and systemd
+# finds no "left-over process" in them. Elsewhere (make run, the tests) the
+# daemon is started as it is. Supervision is the project's own either way
+# (supervisor.py): one path, under systemd or not.
+SYSTEMD_RUN = "/usr/bin/systemd-run"
+BUSCTL = "/usr/bin/busctl"
+SLICE = "appliance-tenants.slice"
+
+
+def systemd_is_init():
+    return os.path.isdir("/run/systemd/system") and os.access(SYSTEMD_RUN, os.X_OK)
+
+
+def in_scope(argv, scope):
+    """argv run in a new scope named after scope (a unique suffix: the old
+    scope of a crashed daemon may linger while its last processes drain)."""
+    if scope is None or not systemd_is_init():
+        return argv
+    import time
+
+    unit = "%s-%x.scope" % (scope, time.time_ns() & 0xffffffff)
+    return [SYSTEMD_RUN, "--scope", "--quiet", "--collect", "--slice=" + SLICE,
+            "--unit=" + unit, "--description=appliance-api " + scope, "--"] + list(argv)
+
+
+def _join_scope(pid, *joining):
+    """Move joining (the daemon's tee) into pid's scope once systemd-run has
+    made it: a tee left behind would be the left-over process systemd
+    complains of. Best effort: a tee outside the scope still logs."""
+    import time
+
+    deadline, unit = time.monotonic() + 2, None
+    while unit is None and time.monotonic() < deadline:
+        try:
+            with open("/proc/%d/cgroup" % pid) as cgroup:
+                for line in cgroup:
+                    leaf = line.rstrip("\n").rpartition("/")[2]
+                    if leaf.startswith("appliance-") and leaf.endswith(".scope"):
+                        unit = leaf
+        except OSError:
+            return  # gone already: start() says why
+        if unit is None:
+            time.sleep(0.005)
+    if unit is None:
+        return
+    subprocess.run([BUSCTL, "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                    "org.freedesktop.systemd1.Manager", "AttachProcessesToUnit", "ssau",
+                    unit, "", str(len(joining))] + [str(p) for p in joining],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=5,
+                   env=CLEAN_ENVIRONMENT)
 
 
 def _listen_fds(fds):

@@ -8,7 +8,7 @@ import signal
 import time
 
 from . import files, processes
-from ..layout import fill_template
+from ..layout import PROCESS_NAMES, fill_template
 
 
 class DaemonFailed(Exception):
@@ -21,10 +21,10 @@ class DaemonFailed(Exception):
 
 class Daemon:
     name = None
-    process_names = ()
     soft_stop_signal = signal.SIGTERM
 
     def __init__(self, instance, config):
+        self.process_names = PROCESS_NAMES[self.name]
         self.instance = instance
         self.config = config
         self.binary = config.get("programs", self.name)
@@ -32,6 +32,8 @@ class Daemon:
         self.pid_file = instance.pid_file(self.name)
         self.log_path = instance.log(self.name)
         self.start_timeout = config.number("daemons", "start_timeout")
+        # Its systemd scope's name, where systemd is PID 1 (commands.in_scope).
+        self.scope = "appliance-%s-%s" % (self.name, instance.id)
         self.stop_timeout = config.number("daemons", "stop_timeout")
 
     def render(self, template):
@@ -39,8 +41,12 @@ class Daemon:
         return fill_template(template, self.instance.dir,
                              self.config.get("api", "management_address"))
 
+    # A file whose presence means a missing pid file may be a reload rewriting it.
+    reloading_marker = None
+
     def process(self):
-        return processes.live_process(self.pid_file, self.process_names, self.rendered_path)
+        return processes.live_process(self.pid_file, self.process_names, self.rendered_path,
+                                      self.reloading_marker)
 
     def check(self, path):
         """Check a rendered config before it replaces the running one: (ok, output)."""

@@ -20,8 +20,11 @@ from ..layout import CERTIFICATES_NAME, CUSTOM503_NAME, MASTER_SOCKET_NAME
 
 class Haproxy(Daemon):
     name = "haproxy"
-    process_names = ("haproxy",)
     soft_stop_signal = signal.SIGUSR1  # listeners close, open connections finish
+
+    @property
+    def reloading_marker(self):
+        return self.instance.master_socket  # it unlinks and rewrites its pid file on a reload
 
     SUCCESS = "Loading success."
     FAILURE = "Loading failure!"
@@ -67,7 +70,7 @@ class Haproxy(Daemon):
         daemon = commands.spawn([self.binary, "-W", "-db", "-V",
                                  "-S", "unix@" + MASTER_SOCKET_NAME,
                                  "-f", self.rendered_path, "-p", self.pid_file],
-                                self.log_path, cwd=self.instance.dir)
+                                self.log_path, cwd=self.instance.dir, scope=self.scope)
         deadline = time.monotonic() + self.start_timeout
         state = None
         while daemon.poll() is None and time.monotonic() < deadline:

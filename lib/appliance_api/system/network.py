@@ -51,7 +51,7 @@ class Network:
         # The record first: a request killed after adding must not leak an
         # address nobody knows the API added.
         self._write_owned(owned | to_add)
-        for address in sorted(to_add, key=_sort_key):
+        for address in sorted(to_add, key=sort_key):
             self._add_address(address)
         self.converge_accounting(desired)
         self.remove_addresses(to_remove)
@@ -68,8 +68,8 @@ class Network:
                                             if ipaddress.ip_address(a).version == version})
 
     def remove_addresses(self, addresses):
-        for address in sorted(addresses, key=_sort_key):
-            self._ip(["addr", "del", _with_prefix(address), "dev", self.interface], check=False)
+        for address in sorted(addresses, key=sort_key):
+            self._ip(["addr", "del", with_prefix(address), "dev", self.interface], check=False)
 
     def forget_owned(self):
         """The API owns no address any more (keepalived does)."""
@@ -117,10 +117,10 @@ class Network:
 
     def _converge_chains(self, version, desired):
         current = self.accounting(version)
-        wanted = sorted(desired, key=_sort_key)
+        wanted = sorted(desired, key=sort_key)
         if desired:
-            if (sorted((a for a, _ in current["in"]), key=_sort_key) == wanted
-                    and sorted((a for a, _ in current["out"]), key=_sort_key) == wanted
+            if (sorted((a for a, _ in current["in"]), key=sort_key) == wanted
+                    and sorted((a for a, _ in current["out"]), key=sort_key) == wanted
                     and not current["other"] and len(current["chains"]) == 2
                     and current["jumps"] == {"INPUT": 1, "OUTPUT": 1}):
                 return
@@ -137,7 +137,7 @@ class Network:
                     packets, byte_count = counters[key].get(address, (0, 0))
                     lines.append('[%d:%d] -A %s %s %s -m comment --comment "%s"'
                                  % (packets, byte_count, chain, direction,
-                                    _with_prefix(address), COMMENT))
+                                    with_prefix(address), COMMENT))
             for hook, chain in (("INPUT", self.chain_in), ("OUTPUT", self.chain_out)):
                 jumps = current["jumps"][hook]
                 lines += ["-D %s -j %s" % (hook, chain)] * max(0, jumps - 1)
@@ -155,13 +155,13 @@ class Network:
     def _add_address(self, address):
         if ipaddress.ip_address(address).version == 6:
             # Without nodad the address stays tentative for a moment and a bind fails.
-            self._ip(["-6", "addr", "replace", _with_prefix(address), "dev", self.interface,
+            self._ip(["-6", "addr", "replace", with_prefix(address), "dev", self.interface,
                       "nodad"])
         else:
-            self._ip(["addr", "replace", _with_prefix(address), "dev", self.interface])
+            self._ip(["addr", "replace", with_prefix(address), "dev", self.interface])
 
     def _write_owned(self, addresses):
-        data = json.dumps(sorted(addresses, key=_sort_key)).encode()
+        data = json.dumps(sorted(addresses, key=sort_key)).encode()
         if files.read(self.record_path) != data:
             files.write_atomic(self.record_path, data, 0o600)
 
@@ -179,12 +179,12 @@ class Network:
         return result
 
 
-def _with_prefix(address):
+def with_prefix(address):
     ip = ipaddress.ip_address(address)
     return "%s/%d" % (ip, 128 if ip.version == 6 else 32)
 
 
-def _sort_key(address):
+def sort_key(address):
     ip = ipaddress.ip_address(address)
     return ip.version, int(ip)
 

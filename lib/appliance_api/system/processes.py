@@ -1,63 +1,38 @@
-"""Is a daemon running? Read its pid file and check the process behind it.
-
-A pid file is stale when its process is gone, is a zombie, or is some other
-program that inherited the pid: the name and the command line must show the
-daemon run on that instance's own config file.
+"""Processes to signal, wait for and stop, through psutil. Whether a daemon
+runs at all is system/liveness.py's rule, which this module only wraps.
 """
 import os
 import signal
-import stat
 import time
 
 import psutil
 
-
-def read_pid(pid_file, settle=0.5):
-    """The pid in pid_file, or None. haproxy's master rewrites its pid file on
-    every reload (empty, then the pid): a freshly emptied file is read again a
-    while; an old empty one (a daemon that died mid-write) is simply stale."""
-    deadline = time.monotonic() + settle
-    while True:
-        try:
-            # O_NONBLOCK: a FIFO put where the pid file belongs must not hang us.
-            fd = os.open(pid_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with open(fd, "rb") as file:
-                info = os.fstat(fd)
-                if not stat.S_ISREG(info.st_mode) or info.st_size > 64:
-                    return None  # a socket, a FIFO, a device, a big file: no pid file of ours
-                text = file.read().decode("ascii")
-                fresh = time.time() - info.st_mtime < 2
-        except (OSError, UnicodeDecodeError):
-            # Missing, unreadable, a socket (ENXIO), a directory: not running.
-            return None
-        if text.strip() or not fresh or time.monotonic() > deadline:
-            break
-        time.sleep(0.005)
-    try:
-        return int(text.split()[0])
-    except (ValueError, IndexError):
-        return None
+from . import liveness
 
 
-def live_process(pid_file, names, config_path):
-    """The psutil.Process named by pid_file if it is the expected daemon, else None."""
-    pid = read_pid(pid_file)
-    if pid is None or pid <= 0:
+def live_process(pid_file, names, config_path, reloading_marker=None):
+    """The daemon's psutil.Process if it runs (liveness.daemon_pid), else None.
+    names: as /proc/<pid>/stat spells them (layout.PROCESS_NAMES)."""
+    pid = liveness.daemon_pid(pid_file, names, os.path.abspath(config_path), reloading_marker)
+    if pid is None:
         return None
     try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE or process.name() not in names:
-            return None
-        return process if config_path in _settled_cmdline(process) else None
+        return psutil.Process(pid)
     except psutil.Error:
         return None
+
+
+def read_pid(pid_file):
+    """The pid in pid_file (a program's own, not a daemon of ours), or None."""
+    pid = liveness.read_pid_file(pid_file)
+    return pid if isinstance(pid, int) else None
 
 
 def find_by_config(names, config_path):
     """The daemon (the topmost of its process tree) named names and running
     config_path, found by its command line, when its pid file cannot say:
     a stop must not leave it running as an orphan. None if there is none."""
-    found = {}
+    names, found = [os.fsdecode(name) for name in names], {}
     for process in psutil.process_iter(["name", "cmdline", "status", "ppid"]):
         info = process.info
         if info["status"] != psutil.STATUS_ZOMBIE and info["name"] in names \
@@ -67,17 +42,6 @@ def find_by_config(names, config_path):
         if process.info["ppid"] not in found:
             return process
     return None
-
-
-def _settled_cmdline(process, timeout=0.5):
-    """The command line, waiting out an execve: haproxy's master re-executes
-    itself after every reload, and meanwhile /proc/<pid>/cmdline reads empty."""
-    deadline = time.monotonic() + timeout
-    cmdline = process.cmdline()
-    while not cmdline and time.monotonic() < deadline:
-        time.sleep(0.005)
-        cmdline = process.cmdline()
-    return cmdline
 
 
 def wait_gone(process, timeout):

@@ -16,7 +16,6 @@ from ..layout import STUNNEL_LISTENERS_NAME as LISTENERS_NAME
 
 class Stunnel(Daemon):
     name = "stunnel"
-    process_names = ("stunnel4", "stunnel")
 
     SUCCESS = "Configuration successful"
     NOTICE = 5
@@ -55,7 +54,7 @@ class Stunnel(Daemon):
         try:
             # stunnel forks once its listeners are ready: its exit code is the verdict.
             result = commands.run([self.binary, self.rendered_path], timeout=self.start_timeout,
-                                  cwd=self.instance.dir, sockets=sockets)
+                                  cwd=self.instance.dir, sockets=sockets, scope=self.scope)
         finally:
             for sock in sockets:
                 sock.close()  # stunnel holds them now (or failed)

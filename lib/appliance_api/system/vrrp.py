@@ -22,8 +22,8 @@ import signal
 import time
 
 from . import commands, files, processes
-from ..layout import vrrp_dir
-from .network import _sort_key, _with_prefix as _host
+from ..layout import PROCESS_NAMES, vrrp_dir
+from .network import sort_key, with_prefix
 
 PRIORITIES = {"PRIMARY": 254, "SECONDARY": 250}
 HEALTH_WEIGHT = -20
@@ -91,13 +91,13 @@ class Keepalived:
             "        auth_pass %s" % topology["secret"][:8],
             "    }",
             "    virtual_ipaddress {",
-            "        %s dev %s" % (_host(topology["ha_ip"]), self.vip_interface),
+            "        %s dev %s" % (with_prefix(topology["ha_ip"]), self.vip_interface),
             "    }",
         ]
         if service_ips:
             lines.append("    virtual_ipaddress_excluded {")
-            lines += ["        %s dev %s" % (_host(a), self.vip_interface)
-                      for a in sorted(service_ips, key=_sort_key)]
+            lines += ["        %s dev %s" % (with_prefix(a), self.vip_interface)
+                      for a in sorted(service_ips, key=sort_key)]
             lines.append("    }")
         lines += [
             "    track_script {",
@@ -121,7 +121,7 @@ class Keepalived:
         return result.ok, result.output
 
     def process(self):
-        return processes.live_process(self.pid_file, ("keepalived",), self.conf)
+        return processes.live_process(self.pid_file, PROCESS_NAMES["keepalived"], self.conf)
 
     def apply(self, text):
         """Run text: reload (SIGHUP: the addresses do not blink) when keepalived
@@ -144,7 +144,8 @@ class Keepalived:
             files.remove(path)
         daemon = commands.spawn([self.binary, "-n", "-l", "-D", "-G", "-P", "-f", self.conf,
                                  "-p", self.pid_file, "-r", self.vrrp_pid_file,
-                                 "-c", self.checkers_pid_file], self.log_path, cwd=self.dir)
+                                 "-c", self.checkers_pid_file], self.log_path, cwd=self.dir,
+                                scope="appliance-keepalived")
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if daemon.poll() is not None:
