@@ -40,15 +40,12 @@ import ipaddress
 import os
 import re
 
+from .configread import HAPROXY_SECTIONS, haproxy_words, stunnel_line
 from .errors import Conflict
 from .layout import CERTIFICATES_NAME, CUSTOM503_NAME, MANAGED_NAMES
 
 TCP_PREFIXES = ("ipv4@", "ipv6@", "tcp@", "tcp4@", "tcp6@")
 SOCKET_PREFIXES = ("unix@", "abns@")
-# Every section keyword of haproxy 2.6 (one list: handlers/listeners reads it too).
-HAPROXY_SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "peers",
-                    "resolvers", "userlist", "mailers", "cache", "ring", "program",
-                    "http-errors", "fcgi-app", "log-forward")
 # haproxy options (on bind, server and default-server lines) that name TLS
 # material, and the base (crt-base, ca-base) a relative one is read from.
 HAPROXY_TLS_OPTIONS = {"crt": "crt-base", "ca-file": "ca-base", "crl-file": "ca-base",
@@ -479,11 +476,10 @@ def _scan_stunnel(scan, number, line):
         scan.refuse(number, line, "longer than %d bytes: stunnel would read it as several "
                     "lines" % STUNNEL_LINE_LIMIT)
         return
-    stripped = line.strip()
-    if not stripped or stripped.startswith((";", "#", "[")) or "=" not in stripped:
+    read = stunnel_line(line)
+    if read is None or read[0] == "section":
         return
-    key, value = (part.strip() for part in stripped.split("=", 1))
-    key = key.lower()
+    _option, key, value = read
     if key in REFUSED_STUNNEL_OPTIONS:
         scan.refuse(number, line, "%s %s: not allowed in a tenant's config"
                     % (key, REFUSED_STUNNEL_OPTIONS[key]))
@@ -548,65 +544,6 @@ def parse_endpoint(endpoint, line_number=0):
     if address is not None and address.is_unspecified:
         address = None
     return Listener(address, ports, line_number)
-
-
-def haproxy_words(line):
-    r"""The words of one haproxy config line, as haproxy 2.6's parse_line()
-    makes them: [(text, plain)], plain False for a word with quotes or
-    escapes. ValueError for what the scan refuses to read: an environment
-    reference (a $ inside double quotes, unescaped), an unterminated quote,
-    an invalid \xHH escape, or an escape that makes a NUL (haproxy's word
-    would end there)."""
-    words, current, plain, squote, dquote, index = [], None, True, False, False, 0
-    length = len(line)
-    while index < length:
-        char = line[index]
-        if char in "\n\r\0":
-            break
-        if char == "#" and not squote and not dquote:
-            break
-        if char == '"' and not squote:
-            dquote, plain, current = not dquote, False, current or ""
-        elif char == "'" and not dquote:
-            squote, plain, current = not squote, False, current or ""
-        elif char == "\\" and not squote:
-            plain, current = False, current or ""
-            following = line[index + 1:index + 2]
-            if following in (" ", "\\", "#", "'", '"') or (following == "$" and dquote):
-                current += following
-                index += 1
-            elif following in ("t", "n", "r"):
-                current += {"t": "\t", "n": "\n", "r": "\r"}[following]
-                index += 1
-            elif following == "x":
-                digits = line[index + 2:index + 4]
-                if len(digits) != 2 or not all(d in "0123456789abcdefABCDEF" for d in digits):
-                    raise ValueError("invalid \\x escape (two hexadecimal digits)")
-                if digits == "00":
-                    raise ValueError("\\x00: haproxy's word would end there")
-                if digits[0] not in "01234567":
-                    raise ValueError("\\x%s: an escape past ASCII is not allowed (haproxy "
-                                     "makes one byte of it, not a character)" % digits)
-                current += chr(int(digits, 16))
-                index += 3
-            else:
-                current += "\\"  # not an escape: haproxy keeps the backslash
-        elif char in " \t\v\f" and not squote and not dquote:
-            if current is not None:
-                words.append((current, plain))
-                current, plain = None, True
-        elif char == "$" and dquote:
-            raise ValueError("environment variables are not allowed in a tenant's config "
-                             "(haproxy expands \"$NAME\" and \"${NAME-default}\" inside double "
-                             "quotes; write the value, or \\$ for a dollar sign)")
-        else:
-            current = (current or "") + char
-        index += 1
-    if squote or dquote:
-        raise ValueError("unterminated quote")
-    if current is not None:
-        words.append((current, plain))
-    return words
 
 
 def _absolute(path, base):

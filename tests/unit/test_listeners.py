@@ -126,7 +126,7 @@ def test_empty_list_and_missing_listener(app):
      "    bind :514 ssl crt /x.pem\n", "HTTP"),
 ])
 def test_haproxy_listener_type(text, expected):
-    from appliance_api.handlers.listeners import haproxy_listener_type
+    from appliance_api.configread import haproxy_listener_type
 
     assert haproxy_listener_type(text) == expected
 
@@ -135,11 +135,13 @@ def test_haproxy_listener_type(text, expected):
     ("[https]\naccept = 443\nconnect = 80\n", True),
     ("[out]\nclient = yes\naccept = 80\nconnect = 10.0.0.1:443\n", False),
     ("client = yes\n[out]\naccept = 80\n[in]\nclient = no\naccept = 443\n", True),
-    ("client = yes ; every service\n[out]\naccept = 80\n", False),
+    # The global part sets every service's default. (stunnel has no comment
+    # after a value: "client = yes ; x" is refused at its start, so not stored.)
+    ("; every service\nclient = yes\n[out]\naccept = 80\n", False),
     ("; no service at all\nforeground = yes\n", False),
 ])
 def test_stunnel_terminates_tls(text, terminates):
-    from appliance_api.handlers.listeners import stunnel_terminates_tls
+    from appliance_api.configread import stunnel_terminates_tls
 
     assert stunnel_terminates_tls(text) is terminates
 

@@ -13,11 +13,8 @@ from ..response import Response
 from ..errors import NotFound
 from ..health import backing_off, service_states, supervision
 from ..layout import Instance, existing_instances
+from ..configread import haproxy_listener_type, stunnel_terminates_tls
 from ..system import files
-
-# Lines that open a section of an haproxy config.
-SECTIONS = ("global", "defaults", "frontend", "listen", "backend", "peers", "resolvers",
-            "userlist", "mailers", "program", "http-errors", "ring", "cache", "log-forward")
 
 def list_listeners(request):
     instances = existing_instances(request.config.state_dir, snapshot=True)
@@ -57,68 +54,3 @@ def listener_type(instance):
     if template is None:
         return "TCP" if stunnel is not None else None
     return haproxy_listener_type(template.decode("utf-8", "replace"))
-
-
-def stunnel_terminates_tls(text):
-    """Whether a service of the stunnel config accepts TLS: any without
-    `client = yes` (set in the service, or in the global part before the
-    first service, which is every service's default)."""
-    default_client = False
-    services = []  # `client` of each service
-    for line in text.splitlines():
-        line = line.split(";", 1)[0].split("#", 1)[0].strip()
-        if line.startswith("["):
-            services.append(default_client)
-            continue
-        name, _, value = line.partition("=")
-        if name.strip().lower() == "client":
-            client = value.strip().lower() == "yes"
-            if services:
-                services[-1] = client
-            else:
-                default_client = client
-    return any(not client for client in services)
-
-
-def haproxy_listener_type(text):
-    """HTTPS if any bind ends TLS, else the mode of the first frontend or
-    listen section that binds. A section starts from its defaults' mode (the
-    section `from` names, else the last defaults before it); a defaults
-    section starts from tcp (haproxy's default) or the one it comes `from`."""
-    last_defaults = "tcp"
-    named = {}  # mode of each named defaults section
-    listening = []  # the frontend and listen sections
-    section = None
-    for line in text.splitlines():
-        words = line.split("#", 1)[0].split()
-        if not words:
-            continue
-        keyword = words[0].lower()
-        if keyword in SECTIONS:
-            parent = words[words.index("from") + 1] if "from" in words[1:-1] else None
-            name = words[1] if len(words) > 1 and words[1] != "from" else None
-            if keyword == "defaults":
-                mode = named.get(parent, "tcp")
-            else:
-                mode = named.get(parent, last_defaults) if parent else last_defaults
-            section = {"kind": keyword, "name": name, "mode": mode, "binds": False}
-            if keyword == "defaults":
-                last_defaults = mode
-                if name:
-                    named[name] = mode
-            elif keyword in ("frontend", "listen"):
-                listening.append(section)
-        elif section is None:
-            continue
-        elif keyword == "mode" and len(words) > 1:
-            section["mode"] = words[1].lower()
-            if section["kind"] == "defaults":
-                last_defaults = section["mode"]
-                if section["name"]:
-                    named[section["name"]] = section["mode"]
-        elif keyword == "bind" and section["kind"] in ("frontend", "listen"):
-            if "ssl" in words[2:]:
-                return "HTTPS"
-            section["binds"] = True
-    modes = [section["mode"] for section in listening if section["binds"]]
-    return (modes[0] if modes else "tcp").upper()
