@@ -76,8 +76,6 @@ def call_handler(handler, request, params):
 def check_client(environ, config):
     if not config.flag("api", "require_client_certificate"):
         return
-    if environ.get("appliance_api.local_caller"):
-        return  # octctl on the box itself (no HTTP request can set a dotted key)
     if environ.get("SSL_CLIENT_VERIFY") != "SUCCESS":
         raise InvalidRequest("Client certificate required")
     allowed = config.words("api", "allowed_client_names")

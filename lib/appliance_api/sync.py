@@ -34,8 +34,6 @@ from . import manifest, topology
 from .layout import SERVICES, Instance, sync_lock_path
 from .sync_state import load_state, store_state
 
-PATHS = {"haproxy": "/instances/%s/haproxy", "stunnel": "/instances/%s/stunnel",
-         "custom503": "/instances/%s/custom503"}
 
 
 class Remote:
@@ -155,20 +153,50 @@ def _connection_class():
     return Connection
 
 
-class LocalApi:
-    """This node's own API, in process: what a controller's request would do."""
+class Step:
+    """One change the sync makes on this node, named as the active node's URL
+    names the file: PUT (with the body fetched from there) or DELETE of an
+    instance's config, 503 page or certificate, or DELETE of the instance."""
 
-    def __init__(self, config):
-        self.config = config
+    def __init__(self, method, instance, kind, name=None):
+        self.method, self.instance, self.kind, self.name = method, instance, kind, name
 
-    def request(self, method, path, body=b""):
-        from .app import handle
+    @property
+    def path(self):
+        if self.kind == "instance":
+            return "/instances/%s" % self.instance
+        if self.kind == "certificate":
+            return "/instances/%s/certificates/%s" % (self.instance, self.name)
+        return "/instances/%s/%s" % (self.instance, self.kind)
 
-        environ = {"REQUEST_METHOD": method, "PATH_INFO": path,
-                   "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
-                   "wsgi.errors": io.StringIO(), "appliance_api.local_caller": "octctl sync"}
-        response = handle(environ, self.config)
-        return response.status, response.body.decode("utf-8", "replace")
+    @property
+    def limit(self):
+        """The [limits] key that bounds the file's size here (changes.within_limit)."""
+        return self.kind if self.kind in ("certificate", "custom503") else "config"
+
+    def __repr__(self):
+        return "%s %s" % (self.method, self.path)
+
+    def carry_out(self, config, body):
+        """This node's write side, as a controller's request would change it:
+        the change gate, the instance's lock, every check, the rollback."""
+        from . import changes
+        from .gate import change_gate
+
+        with change_gate(config):
+            if self.method == "DELETE":
+                if self.kind == "instance":
+                    return changes.delete_instance(config, self.instance)
+                if self.kind == "certificate":
+                    return changes.delete_certificate(config, self.instance, self.name)
+                if self.kind == "custom503":
+                    return changes.delete_custom503(config, self.instance)
+                return changes.delete_config(config, self.instance, self.kind)
+            if self.kind == "certificate":
+                return changes.put_certificate(config, self.instance, self.name, body)
+            if self.kind == "custom503":
+                return changes.put_custom503(config, self.instance, body)
+            return changes.put_config(config, self.instance, self.kind, body)
 
 
 def run(config, allow_mass_delete=False):
@@ -295,7 +323,6 @@ def _sync_locked(config, allow_mass_delete=False):
         remote.close()
         return _refused(config, state, "the manifest of %s %s: nothing changed; "
                         "`octctl sync --allow-mass-delete` confirms" % (peers[0], refusal))
-    local = LocalApi(config)
     counter = {"requests": 1}
     failing = {}
     deadline = started + config.number("sync", "budget")
@@ -303,7 +330,7 @@ def _sync_locked(config, allow_mass_delete=False):
     # moved from one config to another is free before the new one claims it.
     for instance in sorted(set(have)):
         steps = _deletions(instance, wanted.get(instance), have[instance])
-        _run_steps(local, remote, instance, steps, failing, counter, config)
+        _run_steps(remote, instance, steps, failing, counter, config)
     have = manifest.build(config)["instances"]
     stopped = ""
     for instance in sorted(set(wanted)):
@@ -316,7 +343,7 @@ def _sync_locked(config, allow_mass_delete=False):
             failing[instance] = "not reached: the run's time budget ran out"
             continue
         steps = _changes(instance, wanted[instance], have.get(instance, {}))
-        if not _run_steps(local, remote, instance, steps, failing, counter, config):
+        if not _run_steps(remote, instance, steps, failing, counter, config):
             stopped = "the active node %s timed out (%s)" % (peers[0], failing[instance])
     remote.close()
     have = manifest.build(config)["instances"]
@@ -362,8 +389,8 @@ def _configs(files):
 def _deletions(instance, target, current):
     """What the active no longer has: the whole instance, or configs."""
     if target is None:
-        return [("DELETE", "/instances/%s" % instance)]
-    return [("DELETE", PATHS[kind] % instance) for kind in tuple(reversed(SERVICES))
+        return [Step("DELETE", instance, "instance")]
+    return [Step("DELETE", instance, kind) for kind in tuple(reversed(SERVICES))
             if kind in current and kind not in target]
 
 
@@ -374,38 +401,50 @@ def _changes(instance, target, current):
     certificates, had = target.get("certificates", {}), current.get("certificates", {})
     for name in sorted(certificates):
         if certificates[name] != had.get(name):
-            steps.append(("PUT", "/instances/%s/certificates/%s" % (instance, name)))
+            steps.append(Step("PUT", instance, "certificate", name))
     for kind in ("custom503",) + SERVICES:
         if kind in target and target[kind] != current.get(kind):
-            steps.append(("PUT", PATHS[kind] % instance))
+            steps.append(Step("PUT", instance, kind))
     if "custom503" in current and "custom503" not in target:
-        steps.append(("DELETE", PATHS["custom503"] % instance))
+        steps.append(Step("DELETE", instance, "custom503"))
     for name in sorted(set(had) - set(certificates)):
-        steps.append(("DELETE", "/instances/%s/certificates/%s" % (instance, name)))
+        steps.append(Step("DELETE", instance, "certificate", name))
     return steps
 
 
-def _run_steps(local, remote, instance, steps, failing, counter, config=None):
-    """Apply one instance's steps; a failure is recorded and ends that instance
-    only (a broken connection to the active node is opened again by the next
-    request). False when the active node let a request's time run out: the
-    run stops there."""
+def _run_steps(remote, instance, steps, failing, counter, config):
+    """Carry out one instance's steps; a failure is recorded and ends that
+    instance only (a broken connection to the active node is opened again by
+    the next request). False when the active node let a request's time run
+    out: the run stops there."""
     import http.client
+
+    from .errors import HTTPError, NotFound, from_system
+    from .system import Busy, MachineError
 
     if steps:
         counter.setdefault("touched", set()).add(instance)
     try:
-        for method, path in steps:
+        for step in steps:
             body = b""
-            if method == "PUT":
+            if step.method == "PUT":
                 counter["requests"] += 1
-                status, body = remote.get(path, _limit(config, path))
+                status, body = remote.get(step.path, int(config.number(
+                    "limits", step.limit + "_bytes")))
                 if status != 200:
-                    raise SyncFailed("GET %s on the active node answered %d" % (path, status))
-            status, answer = local.request(method, path, bytes(body))
-            if status not in (200, 201, 404):
-                raise SyncFailed("%s %s: %d %s" % (method, path, status,
-                                                   " ".join(answer.split())[:300]))
+                    raise SyncFailed("GET %s on the active node answered %d" % (
+                        step.path, status))
+            try:
+                step.carry_out(config, bytes(body))
+            except NotFound:
+                pass  # already gone here
+            except (HTTPError, MachineError, Busy) as error:
+                refusal = error if isinstance(error, HTTPError) else from_system(error)
+                raise SyncFailed("%r: %d %s" % (step, refusal.code, " ".join(
+                    ("%s %s" % (refusal.reason, refusal.detail or "")).split())[:300]))
+            except Exception as error:  # one instance's trouble must not stop the others
+                raise SyncFailed("%r: 500 Internal error: %s: %s" % (
+                    step, type(error).__name__, " ".join(str(error).split())[:200]))
     except SyncFailed as failure:
         failing[instance] = failure.reason
     except Deadline as error:
@@ -414,13 +453,6 @@ def _run_steps(local, remote, instance, steps, failing, counter, config=None):
     except (OSError, ValueError, http.client.HTTPException) as error:
         failing[instance] = "the active node: %s" % (error or type(error).__name__)
     return True
-
-
-def _limit(config, path):
-    """The most a file's GET may answer: what this node's API would take."""
-    kind = "certificate" if "/certificates/" in path else \
-        "custom503" if path.endswith("/custom503") else "config"
-    return int(config.number("limits", "%s_bytes" % kind))
 
 
 class SyncFailed(Exception):

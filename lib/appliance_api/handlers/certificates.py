@@ -5,26 +5,18 @@ certificate's CN (the route only matches safe names). The ETag is the file's
 SHA-256, so a controller can skip re-sending an unchanged certificate.
 """
 import hashlib
-import os
 
 from ..response import Response, text
-from ..errors import Conflict, NotFound
+from ..errors import NotFound
 from ..layout import Instance
 from ..system import files
-from ..system.locks import instance_lock
 
 
 def put_certificate(request, instance, filename):
-    from .. import services  # daemons and psutil: only changes pay for them
-    from ..certcheck import check_certificate_file  # cryptography: only uploads pay for it
+    from .. import changes  # daemons, psutil and cryptography: only uploads pay for them
 
     data = request.read_body(int(request.config.number("limits", "certificate_bytes")))
-    check_certificate_file(data, filename)
-    instance = Instance(request.config.state_dir, instance)
-    with instance_lock(instance, create=True):
-        lines = services.replace_file(
-            instance, instance.certificate(filename), data, request.config, mode=0o600,
-            certificate=request.config.flag("daemons", "swap_certificates"))
+    lines = changes.put_certificate(request.config, instance, filename, data)
     return text("OK", *lines, status=201, headers=[etag(data)])
 
 
@@ -36,32 +28,10 @@ def get_certificate(request, instance, filename):
 
 
 def delete_certificate(request, instance, filename):
-    instance = Instance(request.config.state_dir, instance)
-    path = instance.certificate(filename)
-    with instance_lock(instance, create=False):
-        if not os.path.exists(path):
-            raise NotFound()
-        users = [service for service in instance.configured_services()
-                 if _reads(instance, service, path, request.config)]
-        if users:
-            raise Conflict("Certificate is in use by the %s configuration" % " and ".join(users))
-        files.remove(path)
-        if not os.listdir(instance.certificates_dir):
-            os.rmdir(instance.certificates_dir)
-    return text("OK")
+    from .. import changes
+
+    return text("OK", *changes.delete_certificate(request.config, instance, filename))
 
 
 def etag(data):
     return ("ETag", '"%s"' % hashlib.sha256(data).hexdigest())
-
-
-def _reads(instance, service, certificate_path, config):
-    """Whether the stored config reads the certificate, as the daemon resolves
-    its paths: crt-base and ca-base, a folder given as `crt`, // and .. folded."""
-    from ..sharedstate import scan_template
-
-    template = files.read(instance.template(service))
-    if template is None:
-        return False
-    scan = scan_template(instance, service, template.decode("utf-8", "replace"), config)
-    return scan.names_file(certificate_path)

@@ -16,12 +16,6 @@ def check_instance(request, instance):
 
 
 def delete_instance(request, instance):
-    from .. import services  # daemons and psutil: only a DELETE pays for them
-    from ..system.locks import instance_lock
+    from .. import changes  # daemons and psutil: only a DELETE pays for them
 
-    instance = Instance(request.config.state_dir, instance)
-    with instance_lock(instance, create=False):
-        if not instance.exists():
-            raise NotFound()
-        lines = services.delete_instance(instance, request.config)
-    return text("OK", *lines)
+    return text("OK", *changes.delete_instance(request.config, instance))

@@ -1,0 +1,133 @@
+"""The write side: every change to an instance's stored files, whoever asks
+(a controller's PUT or DELETE through handlers/, the standby's sync). Each
+function checks what it is given as the contract says, takes the
+instance's lock, has services.py carry the change out, and returns the
+answer's lines; a refusal is an errors.HTTPError, nothing else of HTTP is
+known here. Callers pass the change gate first (gate.change_gate), as
+app.handle does for every request and the sync for each change.
+"""
+import os
+
+from .errors import Conflict, NotFound, RequestEntityTooLarge
+from .layout import Instance
+from .system import files
+from .system.locks import instance_lock
+
+
+def within_limit(data, config, limit):
+    """data, or 413 when it is over [limits] <limit>_bytes."""
+    most = int(config.number("limits", limit + "_bytes"))
+    if len(data) > most:
+        raise RequestEntityTooLarge(detail="Limit for this resource: %d bytes" % most)
+    return data
+
+
+def put_config(config, instance_id, service, template):
+    from . import services  # daemons and psutil: only changes pay for them
+
+    within_limit(template, config, "config")
+    instance = Instance(config.state_dir, instance_id)
+    with instance_lock(instance, create=True):
+        return services.put_config(instance, service, template, config)
+
+
+def delete_config(config, instance_id, service):
+    from . import services
+
+    instance = Instance(config.state_dir, instance_id)
+    with instance_lock(instance, create=False):
+        if not os.path.exists(instance.template(service)):
+            raise NotFound()
+        return [services.delete_config(instance, service, config)]
+
+
+def put_certificate(config, instance_id, filename, data):
+    from . import services
+    from .certcheck import check_certificate_file  # cryptography: only uploads pay for it
+
+    within_limit(data, config, "certificate")
+    check_certificate_file(data, filename)
+    instance = Instance(config.state_dir, instance_id)
+    with instance_lock(instance, create=True):
+        return services.replace_file(
+            instance, instance.certificate(filename), data, config, mode=0o600,
+            certificate=config.flag("daemons", "swap_certificates"))
+
+
+def delete_certificate(config, instance_id, filename):
+    instance = Instance(config.state_dir, instance_id)
+    path = instance.certificate(filename)
+    with instance_lock(instance, create=False):
+        if not os.path.exists(path):
+            raise NotFound()
+        users = [service for service in instance.configured_services()
+                 if _reads(instance, service, path, config)]
+        if users:
+            raise Conflict("Certificate is in use by the %s configuration" % " and ".join(users))
+        files.remove(path)
+        if not os.listdir(instance.certificates_dir):
+            os.rmdir(instance.certificates_dir)
+    return []
+
+
+def _reads(instance, service, certificate_path, config):
+    """Whether the stored config reads the certificate, as the daemon resolves
+    its paths: crt-base and ca-base, a folder given as `crt`, // and .. folded."""
+    from .sharedstate import scan_template
+
+    template = files.read(instance.template(service))
+    if template is None:
+        return False
+    scan = scan_template(instance, service, template.decode("utf-8", "replace"), config)
+    return scan.names_file(certificate_path)
+
+
+def put_custom503(config, instance_id, page):
+    from . import services
+
+    within_limit(page, config, "custom503")
+    check_http_response(page)
+    instance = Instance(config.state_dir, instance_id)
+    with instance_lock(instance, create=True):
+        return services.replace_file(instance, instance.custom503, page, config,
+                                     services=["haproxy"])
+
+
+def check_http_response(page):
+    """Conflict unless page is a status line, header lines, a blank line (then
+    a body): haproxy's errorfile sends the file as it is."""
+    import re
+
+    status_line, newline, rest = page.replace(b"\r\n", b"\n").partition(b"\n")
+    if not newline or not re.fullmatch(rb"HTTP/1\.[01] [1-5][0-9][0-9]( [^\r\n]*)?",
+                                       status_line):
+        raise Conflict("Not an HTTP response: the first line must be a status line "
+                       "such as 'HTTP/1.1 503 Service Unavailable'")
+    head, blank_line, _body = (b"\n" + rest).partition(b"\n\n")
+    if not blank_line:
+        raise Conflict("Not an HTTP response: no blank line ends the headers")
+    for line in head.split(b"\n")[1:]:
+        if not re.fullmatch(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*", line):
+            raise Conflict("Not an HTTP response: bad header line %r"
+                           % line[:80].decode("latin-1"))
+
+
+def delete_custom503(config, instance_id):
+    from . import services
+
+    instance = Instance(config.state_dir, instance_id)
+    with instance_lock(instance, create=False):
+        if not os.path.exists(instance.custom503):
+            raise NotFound()
+        return services.remove_file(instance, instance.custom503, config,
+                                    services=["haproxy"])
+
+
+def delete_instance(config, instance_id):
+    from . import services
+
+    instance = Instance(config.state_dir, instance_id)
+    with instance_lock(instance, create=False):
+        if not instance.exists():
+            raise NotFound()
+        return services.delete_instance(instance, config)
