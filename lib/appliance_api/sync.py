@@ -24,7 +24,6 @@ to its [limits]. A refusal, like any failure, is one line and sync_error.
 Runs never overlap (sync.lock); a run stops starting new instances past
 [sync] budget seconds. The outcome is kept in sync-state.json for /status.
 """
-import fcntl
 import io
 import json
 import os
@@ -203,13 +202,12 @@ def run(config, allow_mass_delete=False):
     """One sync run; a one-line summary. The state goes to sync-state.json.
     allow_mass_delete: this run may take away what mass_delete() refuses
     (an operator's confirmation, for one run)."""
-    lock = os.open(sync_lock_path(config.state_dir), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                   0o600)
+    from .system.locks import try_lock
+
+    lock = try_lock(sync_lock_path(config.state_dir))
+    if lock is None:
+        return "another sync is running: nothing to do"
     try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return "another sync is running: nothing to do"
         return _run_locked(config, allow_mass_delete)
     finally:
         os.close(lock)

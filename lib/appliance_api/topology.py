@@ -31,7 +31,6 @@ topology out later; only a new POST /topology does (the same form again
 retries it).
 """
 import json
-import os
 
 from .errors import Conflict
 from .layout import topology_lock_path, topology_path
@@ -246,21 +245,9 @@ def status(state_dir, topology=None):
 def take_transition_lock(state_dir):
     """topology.lock, held (an open descriptor), or None when a transition
     holds it already. The worker that carries the change out inherits it."""
-    import fcntl
+    from .system.locks import try_lock
 
-    import time
-
-    fd = os.open(topology_lock_path(state_dir), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    deadline = time.monotonic() + 0.2  # past the instant a probe holds it shared
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                return None
-            time.sleep(0.01)
+    return try_lock(topology_lock_path(state_dir), patience=0.2)
 
 
 def transition_running(state_dir):

@@ -1,7 +1,10 @@
-"""One lock per instance: every change to an instance holds it for its whole
-duration; and one appliance-wide lock, held briefly, around every step that
-reads or changes what instances share (listeners, service IPs, accounting).
-Order: an instance's lock first, then the appliance's, never the other way.
+"""Every lock of the appliance is a flock() taken here. One per instance:
+every change to an instance holds it for its whole duration; one
+appliance-wide lock, held briefly, around every step that reads or changes
+what instances share (listeners, service IPs, accounting). Order: an
+instance's lock first, then the appliance's, never the other way. The
+change slots, topology.lock and sync.lock are taken without waiting
+(try_lock); held() asks whether anyone holds one.
 
 flock() locks die with their process, so a request killed mid-way never
 leaves anything locked. A SIGTERM while a change holds an instance's lock
@@ -12,6 +15,7 @@ lighttpd gave up on must not land later, over a newer one.
 import contextlib
 import fcntl
 import os
+import time
 
 from . import files
 from ..layout import appliance_lock_path
@@ -78,6 +82,24 @@ def _acquire(instance, create):
         if same:
             return fd
         os.close(fd)
+
+
+def try_lock(path, patience=0.0):
+    """path's lock, taken exclusively without waiting for a holder: an open
+    descriptor (closing it lets go), or None when another process holds it.
+    patience: seconds to look again, past the instant a held() probe holds
+    it shared. The folder must exist."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.01)
 
 
 def held(path):

@@ -8,11 +8,11 @@ interpreter while it waits. flock() dies with its process: a killed
 request never keeps a slot.
 """
 import contextlib
-import fcntl
 import os
 import time
 
 from . import Busy
+from .locks import try_lock
 from ..layout import change_slot_path
 
 
@@ -43,13 +43,10 @@ def _take_free_slot(state_dir, count):
     for offset in range(count):
         path = change_slot_path(state_dir, (first + offset) % count)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = try_lock(path)
         except FileNotFoundError:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = try_lock(path)
+        if fd is not None:
             return fd
-        except BlockingIOError:
-            os.close(fd)
     return None
