@@ -108,13 +108,13 @@ def converge_locked(config, network, desired):
     from .system.vrrp import Keepalived
 
     stored = topology.load(config.state_dir)
-    if stored["status"] == topology.TRANSITION and topology.transition_running(
-            config.state_dir):
+    mode, target = plan_shared(stored, stored["status"] == topology.TRANSITION
+                               and topology.transition_running(config.state_dir))
+    if mode == "accounting":
         network.converge_accounting(desired)
         return
-    target = topology.carried_out(stored)
     keepalived = Keepalived(config)
-    if target["topology"] != "ACTIVE-STANDBY":
+    if mode == "single":
         if keepalived.process() is not None:  # left by a transition that failed
             keepalived.stop()
             files.remove(keepalived.state_path)
@@ -126,6 +126,20 @@ def converge_locked(config, network, desired):
     own = topology.own_address(target, own_addresses(config))
     if own is not None:
         keepalived.apply(render(config, target, own, desired))
+
+
+def plan_shared(stored, transition_running):
+    """(mode, topology to carry out) for converge_locked, from the stored
+    topology: "accounting" alone while a transition runs (its worker's last
+    step converges the rest), "single" (the API puts the service IPs on the
+    interface; no keepalived), or "pair" (keepalived carries them). A FAILED
+    topology is not carried out: the last one that was is."""
+    from . import topology
+
+    if stored["status"] == topology.TRANSITION and transition_running:
+        return "accounting", None
+    target = topology.carried_out(stored)
+    return ("pair" if target["topology"] == "ACTIVE-STANDBY" else "single"), target
 
 
 def reconcile(config):

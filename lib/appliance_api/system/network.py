@@ -45,19 +45,16 @@ class Network:
             return
         desired = {str(ipaddress.ip_address(a)) for a in desired}
         owned = self.owned()
-        present = self.addresses_on_interface()
-        to_add = desired - present
-        to_remove = (owned - desired) & present
+        plan = AddressPlan(desired, owned, self.addresses_on_interface())
         # The record first: a request killed after adding must not leak an
         # address nobody knows the API added.
-        self._write_owned(owned | to_add)
-        for address in sorted(to_add, key=sort_key):
+        self._write_owned(plan.owned_while_adding)
+        for address in plan.to_add:
             self._add_address(address)
         self.converge_accounting(desired)
-        self.remove_addresses(to_remove)
-        # An address that would not go stays in the record: the next converge tries again.
-        left = to_remove & self.addresses_on_interface() if to_remove else set()
-        self._write_owned(((owned | to_add) & desired) | left)
+        self.remove_addresses(plan.to_remove)
+        still = self.addresses_on_interface() if plan.to_remove else set()
+        self._write_owned(plan.owned_after(still))
 
     def converge_accounting(self, desired):
         """The accounting chains alone (in a pair, keepalived moves the addresses)."""
@@ -92,65 +89,13 @@ class Network:
         "out": [...], "other": rules in our chains that are not ours,
         "jumps": {"INPUT": n, "OUTPUT": n}, "chains": our chains that exist}."""
         result = self._command([self._program(version, "-save"), "-c", "-t", "filter"], True)
-        found = {"in": [], "out": [], "other": 0, "jumps": {"INPUT": 0, "OUTPUT": 0},
-                 "chains": set()}
-        ours = {self.chain_in: ("in", "-d"), self.chain_out: ("out", "-s")}
-        for line in result.output.splitlines():
-            if line.startswith(":") and line[1:].split()[0] in ours:
-                found["chains"].add(line[1:].split()[0])
-            match = _SAVED_RULE.match(line)
-            if not match:
-                continue
-            packets, byte_count, chain, rest = match.groups()
-            words = rest.split()
-            if chain in found["jumps"] and words == ["-j", self.chain_in if chain == "INPUT"
-                                                     else self.chain_out]:
-                found["jumps"][chain] += 1
-            elif chain in ours:
-                key, direction = ours[chain]
-                if words[:1] == [direction] and rest.endswith('--comment "%s"' % COMMENT):
-                    address = str(ipaddress.ip_address(words[1].split("/")[0]))
-                    found[key].append((address, (int(packets or 0), int(byte_count or 0))))
-                else:
-                    found["other"] += 1
-        return found
+        return read_accounting(result.output, self.chain_in, self.chain_out)
 
     def _converge_chains(self, version, desired):
-        current = self.accounting(version)
-        wanted = sorted(desired, key=sort_key)
-        if desired:
-            if (sorted((a for a, _ in current["in"]), key=sort_key) == wanted
-                    and sorted((a for a, _ in current["out"]), key=sort_key) == wanted
-                    and not current["other"] and len(current["chains"]) == 2
-                    and current["jumps"] == {"INPUT": 1, "OUTPUT": 1}):
-                return
-        elif not current["chains"] and not any(current["jumps"].values()):
-            return
-        counters = {"in": dict(current["in"]), "out": dict(current["out"])}
-        lines = ["*filter"]
-        if desired:
-            # Declaring a chain that exists flushes it (with --noflush too).
-            lines += [":%s - [0:0]" % self.chain_in, ":%s - [0:0]" % self.chain_out]
-            for key, chain, direction in (("in", self.chain_in, "-d"),
-                                          ("out", self.chain_out, "-s")):
-                for address in wanted:
-                    packets, byte_count = counters[key].get(address, (0, 0))
-                    lines.append('[%d:%d] -A %s %s %s -m comment --comment "%s"'
-                                 % (packets, byte_count, chain, direction,
-                                    with_prefix(address), COMMENT))
-            for hook, chain in (("INPUT", self.chain_in), ("OUTPUT", self.chain_out)):
-                jumps = current["jumps"][hook]
-                lines += ["-D %s -j %s" % (hook, chain)] * max(0, jumps - 1)
-                if jumps == 0:
-                    lines.append("-I %s 1 -j %s" % (hook, chain))
-        else:
-            for hook, chain in (("INPUT", self.chain_in), ("OUTPUT", self.chain_out)):
-                lines += ["-D %s -j %s" % (hook, chain)] * current["jumps"][hook]
-            for chain in sorted(current["chains"]):
-                lines += ["-F %s" % chain, "-X %s" % chain]
-        lines.append("COMMIT")
-        self._command([self._program(version, "-restore"), "-w", "--noflush", "--counters"],
-                      True, stdin="\n".join(lines) + "\n")
+        lines = plan_chains(self.accounting(version), desired, self.chain_in, self.chain_out)
+        if lines is not None:
+            self._command([self._program(version, "-restore"), "-w", "--noflush",
+                           "--counters"], True, stdin="\n".join(lines) + "\n")
 
     def _add_address(self, address):
         if ipaddress.ip_address(address).version == 6:
@@ -177,6 +122,94 @@ class Network:
         if check and not result.ok:
             raise MachineError("%s failed: %s" % (" ".join(argv), " ".join(result.output.split())))
         return result
+
+
+# Deciding, apart from doing: what converge and _converge_chains will do,
+# worked out from what is desired and what is there, without running a
+# command (tests/unit/test_network.py runs them without root).
+
+class AddressPlan:
+    """The VIP interface's addresses: desired, what the API's record says it
+    owns, and what is present. Only addresses the API owns are removed: an
+    operator's own stay."""
+
+    def __init__(self, desired, owned, present):
+        self.desired, self.owned = set(desired), set(owned)
+        self.to_add = sorted(self.desired - set(present), key=sort_key)
+        self.to_remove = sorted((self.owned - self.desired) & set(present), key=sort_key)
+        self.owned_while_adding = self.owned | set(self.to_add)
+
+    def owned_after(self, still_present):
+        """The record once done: what is desired, and a removal that did not
+        take (still_present) so that the next converge tries again."""
+        return (self.owned_while_adding & self.desired) | (set(self.to_remove)
+                                                           & set(still_present))
+
+
+def read_accounting(saved, chain_in, chain_out):
+    """What iptables-save -c printed of ours: {"in": [(address, (packets,
+    bytes))], "out": [...], "other": rules in our chains that are not ours,
+    "jumps": {"INPUT": n, "OUTPUT": n}, "chains": our chains that exist}."""
+    found = {"in": [], "out": [], "other": 0, "jumps": {"INPUT": 0, "OUTPUT": 0},
+             "chains": set()}
+    ours = {chain_in: ("in", "-d"), chain_out: ("out", "-s")}
+    for line in saved.splitlines():
+        if line.startswith(":") and line[1:].split()[0] in ours:
+            found["chains"].add(line[1:].split()[0])
+        match = _SAVED_RULE.match(line)
+        if not match:
+            continue
+        packets, byte_count, chain, rest = match.groups()
+        words = rest.split()
+        if chain in found["jumps"] and words == ["-j", chain_in if chain == "INPUT"
+                                                 else chain_out]:
+            found["jumps"][chain] += 1
+        elif chain in ours:
+            key, direction = ours[chain]
+            if words[:1] == [direction] and rest.endswith('--comment "%s"' % COMMENT):
+                address = str(ipaddress.ip_address(words[1].split("/")[0]))
+                found[key].append((address, (int(packets or 0), int(byte_count or 0))))
+            else:
+                found["other"] += 1
+    return found
+
+
+def plan_chains(current, desired, chain_in, chain_out):
+    """The iptables-restore lines (--noflush --counters) that make our chains
+    count exactly desired, keeping each address's counters; None when they
+    already do. current: read_accounting's answer."""
+    wanted = sorted(desired, key=sort_key)
+    if desired:
+        if (sorted((a for a, _ in current["in"]), key=sort_key) == wanted
+                and sorted((a for a, _ in current["out"]), key=sort_key) == wanted
+                and not current["other"] and len(current["chains"]) == 2
+                and current["jumps"] == {"INPUT": 1, "OUTPUT": 1}):
+            return None
+    elif not current["chains"] and not any(current["jumps"].values()):
+        return None
+    counters = {"in": dict(current["in"]), "out": dict(current["out"])}
+    lines = ["*filter"]
+    if desired:
+        # Declaring a chain that exists flushes it (with --noflush too).
+        lines += [":%s - [0:0]" % chain_in, ":%s - [0:0]" % chain_out]
+        for key, chain, direction in (("in", chain_in, "-d"), ("out", chain_out, "-s")):
+            for address in wanted:
+                packets, byte_count = counters[key].get(address, (0, 0))
+                lines.append('[%d:%d] -A %s %s %s -m comment --comment "%s"'
+                             % (packets, byte_count, chain, direction,
+                                with_prefix(address), COMMENT))
+        for hook, chain in (("INPUT", chain_in), ("OUTPUT", chain_out)):
+            jumps = current["jumps"][hook]
+            lines += ["-D %s -j %s" % (hook, chain)] * max(0, jumps - 1)
+            if jumps == 0:
+                lines.append("-I %s 1 -j %s" % (hook, chain))
+    else:
+        for hook, chain in (("INPUT", chain_in), ("OUTPUT", chain_out)):
+            lines += ["-D %s -j %s" % (hook, chain)] * current["jumps"][hook]
+        for chain in sorted(current["chains"]):
+            lines += ["-F %s" % chain, "-X %s" % chain]
+    lines.append("COMMIT")
+    return lines
 
 
 def with_prefix(address):
