@@ -297,12 +297,14 @@ class Supervisor:
     """`octctl supervise` on a site, as appliance-api-supervisor.service (or
     `make run`) runs it; its lines go to <folder>/log/supervisor.log."""
 
-    def __init__(self, api):
-        self.log_path = os.path.join(api.folder, "log", "supervisor.log")
+    def __init__(self, site, prefix=()):
+        """site: an Api, or a support.netns.Site (prefix: its namespace's)."""
+        self.log_path = os.path.join(site.folder, "log", "supervisor.log")
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, OCTCTL, "--config", os.path.join(api.folder, "appliance-api.ini"),
-             "supervise"], stdout=self.log, stderr=self.log, start_new_session=True)
+            list(prefix) + [sys.executable, OCTCTL, "--config",
+                            os.path.join(site.folder, "appliance-api.ini"), "supervise"],
+            stdout=self.log, stderr=self.log, start_new_session=True)
 
     def lines(self):
         with open(self.log_path, encoding="utf-8", errors="replace") as file:

@@ -273,6 +273,51 @@ def test_reconcile_brings_a_crashed_keepalived_back(pair):
     assert wait_for(lambda: holders(pair) == [True, False], 10)
 
 
+def test_the_supervisor_brings_keepalived_and_haproxy_back_by_itself(pair):
+    """With `octctl supervise` on each node (as appliance-api-supervisor.service
+    runs it): a SIGKILLed keepalived and a SIGKILLed haproxy on the active
+    node are back without any call, and the active node keeps (or takes back)
+    the addresses. The README says when the pair may still fail over."""
+    from .helpers import Supervisor
+
+    primary, secondary = pair.sites
+    instance = next(iter(primary("GET", "/instances")[1].split()), None)
+    if instance is None:
+        instance = str(uuid.uuid4())
+        put_tenant(pair, instance)
+    supervisors = [Supervisor(site, site.namespace.prefix) for site in pair.sites]
+    try:
+        for supervisor in supervisors:
+            supervisor.wait_ready()
+        assert wait_for(lambda: holders(pair) == [True, False], 10)
+        old = keepalived_pid(secondary)
+        os.killpg(os.getpgid(old), signal.SIGKILL)
+        assert wait_for(lambda: status(secondary)["fencing_daemon_status"] == "OK"
+                        and keepalived_pid(secondary) != old, 10), \
+            (diagnose(secondary), supervisors[1].lines())
+        pid_file = os.path.join(primary.instances_dir, instance, "haproxy.pid")
+        with open(pid_file) as file:
+            master = int(file.read())
+        os.killpg(os.getpgid(master), signal.SIGKILL)
+
+        def new_master():
+            try:
+                with open(pid_file) as file:
+                    pid = int(file.read() or 0)
+            except (OSError, ValueError):
+                return None
+            return pid if pid not in (0, master) else None
+        assert wait_for(new_master, 5), supervisors[0].lines()
+        moved = wait_for(lambda: holders(pair, SERVICE_IP) != [True, False], 2, 0.01)
+        print("haproxy killed on the active node, supervised: the addresses %s"
+              % ("moved and came back" if moved else "stayed"))
+        assert wait_for(lambda: holders(pair, SERVICE_IP) == [True, False], 10), holders(pair)
+        assert wait_for(lambda: served_by(pair) == "node1", 5)
+    finally:
+        for supervisor in supervisors:
+            supervisor.stop()
+
+
 def test_invalid_requests_are_409_with_a_line_each_and_change_nothing(pair):
     primary = pair.sites[0]
     before = topology(primary)
