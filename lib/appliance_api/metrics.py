@@ -15,7 +15,6 @@ scrape with `honor_labels: true`, or the tenant's id arrives as
 `exported_instance`.
 """
 from .health import daemon_table
-from .layout import instances_dir
 from . import tenant_stats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -57,10 +56,7 @@ SERVER_FAMILIES = [
 def render(config):
     """The whole exposition, as text."""
     table = daemon_table(config.state_dir)
-    base = instances_dir(config.state_dir) + "/"
-    folders = [(instance_id, base + instance_id, dict(states).get("haproxy") is not None)
-               for instance_id, states, _state in table if "haproxy" in dict(states)]
-    views = tenant_stats.many_stats(folders, config)
+    views = tenant_stats.all_stats(config, table)
     families = {}  # name: (type, help, [(labels, value)]), in the order first met
 
     def sample(name, kind, help_text, labels, value):

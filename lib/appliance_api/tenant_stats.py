@@ -45,6 +45,19 @@ def instance_stats(instance, config):
     return _view_of(instance.id, instance.dir, running, snapshot)
 
 
+def all_stats(config, table=None):
+    """[view] of every instance with a haproxy config, sorted by id; table is
+    health.daemon_table's, when the caller has it already."""
+    from .health import daemon_table
+    from .layout import instances_dir
+
+    base = instances_dir(config.state_dir) + "/"
+    table = daemon_table(config.state_dir) if table is None else table
+    return many_stats([(instance_id, base + instance_id, dict(states)["haproxy"] is not None)
+                       for instance_id, states, _state in table if "haproxy" in dict(states)],
+                      config)
+
+
 def many_stats(folders, config):
     """[view] of many instances, [(id, instance dir, haproxy running)], every
     running haproxy read at once (system/haproxy_cli.ask_many)."""
@@ -138,3 +151,50 @@ def _number(row, field):
 
 def _text(row, field):
     return row.get(field) or None
+
+
+def summary_lines(views):
+    """octctl stats: a line per instance, summed over its frontends."""
+    rows = [("instance", "haproxy", "sessions", "total", "rate", "bytes in", "bytes out",
+             "requests", "5xx", "servers up")]
+    for found in views:
+        def total(key, entries=found["frontends"]):
+            counts = [entry[key] for entry in entries if entry[key] is not None]
+            return str(sum(counts)) if counts else "-"
+
+        servers = [server for backend in found["backends"] for server in backend["servers"]]
+        up = sum(server["status"] in ("UP", "no check") for server in servers)
+        rows.append((found["id"], found["haproxy"], total("current_sessions"),
+                     total("total_sessions"), total("session_rate"), total("bytes_in"),
+                     total("bytes_out"), total("requests_total"), total("responses_5xx"),
+                     "%d/%d" % (up, len(servers))))
+    return _columns(rows)
+
+
+def detail_lines(found):
+    """octctl stats INSTANCE: every frontend, backend and server."""
+    lines = ["%s  haproxy %s" % (found["id"], found["haproxy"])]
+    rows = [("", "name", "status", "sessions", "total", "rate", "bytes in", "bytes out",
+             "requests", "5xx", "check")]
+    for frontend in found["frontends"]:
+        rows.append(("frontend", frontend["name"]) + _cells(frontend, (
+            "status", "current_sessions", "total_sessions", "session_rate", "bytes_in",
+            "bytes_out", "requests_total", "responses_5xx")) + ("",))
+    for backend in found["backends"]:
+        rows.append(("backend", backend["name"]) + _cells(backend, (
+            "status", "current_sessions", "total_sessions")) + ("",) * 6)
+        for server in backend["servers"]:
+            rows.append(("  server", "%s %s" % (server["name"], server["address"] or ""))
+                        + _cells(server, ("status", "current_sessions", "total_sessions"))
+                        + ("",) * 5 + _cells(server, ("check",)))
+    return lines + _columns(rows)
+
+
+def _cells(entry, keys):
+    return tuple("-" if entry[key] is None else str(entry[key]) for key in keys)
+
+
+def _columns(rows):
+    widths = [max(len(row[n]) for row in rows) for n in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+            for row in rows]
