@@ -5,6 +5,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 
 import psutil
@@ -21,6 +22,7 @@ ACCESS_LINE = re.compile(
     r'(?P<status>\d+) (?P<bytes>\S+) (?P<micros>\d+)$')
 
 _DEFAULT = object()
+OCTCTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bin", "octctl")
 
 
 class Reply:
@@ -173,6 +175,13 @@ class Api:
         from appliance_api.client import Appliance
 
         return Appliance(address, self.port, ca=self.ca, cert=self.client_cert, **settings)
+
+
+def octctl(api, *arguments, config=None):
+    """octctl on the site's state folder, by its config file: the finished run."""
+    return subprocess.run(
+        [sys.executable, OCTCTL, "--config", config or os.path.join(api.folder, "appliance-api.ini"),
+         *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
 
 
 def free_port(host="127.0.0.1"):

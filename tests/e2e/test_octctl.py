@@ -4,24 +4,14 @@ answers, and what it does the daemons really do."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import uuid
 
 import pytest
 
-from .conftest import ROOT
-from .helpers import (eventually, free_port, haproxy_template, http_get, pid_gone,
-                      stunnel_template)
+from .helpers import (eventually, free_port, haproxy_template, http_get, octctl,
+                      pid_gone, stunnel_template)
 
-OCTCTL = os.path.join(ROOT, "bin", "octctl")
 BROKEN_HAPROXY = "global\n    no-such-keyword here\n"
-
-
-def octctl(api, *arguments, config=None):
-    return subprocess.run(
-        [sys.executable, OCTCTL, "--config", config or os.path.join(api.folder, "appliance-api.ini"),
-         *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
