@@ -148,7 +148,7 @@ class Haproxy(Daemon):
             raise DaemonFailed("haproxy failed to reload", text)
         if after.failed > before.failed:
             raise DaemonFailed("haproxy failed to reload", text)
-        self.keep_counters()  # what the old worker served since, while it drains
+        self.keep_counters()  # an old worker still draining, by its pid
         return self._message("reloaded", process.pid)
 
     def _reload_verdict_from_log(self, process, offset):
