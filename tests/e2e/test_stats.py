@@ -188,6 +188,10 @@ def test_metrics_parse_and_a_silent_tenant_costs_one_bounded_wait(api, tenant, b
     for labels, _value in mine["appliance_backend_sessions_total"]:
         assert set(labels) == {"instance", "backend"}
 
+    with api.client() as appliance:  # the controller's library reads the same
+        assert appliance.stats(tenant.id)["frontends"][0]["requests_total"] == 4
+        assert prometheus_text.parse(appliance.metrics())["appliance_haproxy_up"].samples
+
     # A second tenant whose master is stopped (SIGSTOP): accepted, never answered.
     instance_id = str(uuid.uuid4())
     other = dict(tenant.ports, port=free_port(), tcp_port=free_port())
