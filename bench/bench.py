@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Read-endpoint latency through lighttpd + TLS with a client certificate.
 
-    .venv/bin/python bench/bench.py [--requests N] [--warmup N] [--levels 0,100,1000] [--keep]
+    .venv/bin/python bench/bench.py [--requests N] [--warmup N] [--levels 0,100,1000]
+                                    [--running-levels 0,100,500] [--keep]
 
 Serves a throw-away site (tools/devsite.py) with the real lighttpd, plus two
 "null" CGI scripts on the same lighttpd: /null, a Python script printing a fixed
@@ -18,6 +19,12 @@ size. The gap between the two is what the API's own code costs.
 
 Instance folders are written straight to disk (haproxy.cfg, haproxy.rendered.cfg
 and a stale haproxy.pid), so /status and /service_status walk them with no daemons.
+Then, with those folders gone, the reads of haproxy's figures: at each of
+--running-levels, that many instances with a running haproxy (started by the
+API's own code, as a PUT starts it; a frontend, a backend, a checked server),
+GET /metrics and GET /instances/<id>/stats are timed with /status and the
+Python null on the same connection.
+
 A benchmark, not a test: it checks answers only to say when they look wrong.
 """
 import argparse
@@ -84,6 +91,23 @@ backend be
     server s1 127.0.0.1:9
 """
 
+# What each running instance of --running-levels serves: small, one checked server.
+RUNNING_TEMPLATE = """\
+# bench instance %(n)d, running (bench/bench.py)
+global
+    maxconn 50
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend fe
+    bind {MYIP}:%(port)d
+    default_backend be
+backend be
+    server s1 127.0.0.1:9 check inter 10s
+"""
+
 # A pid that is surely not running (above the largest pid_max Linux allows: 2^22).
 STALE_PID = 4194305
 
@@ -120,6 +144,79 @@ def add_instances(site, count, first_number):
             file.write("%d\n" % STALE_PID)
         ids.append(instance_id)
     return ids
+
+
+def start_running_instances(site, count, first_number):
+    """count instances with haproxy running, started as the API starts one
+    (system/haproxy.py); their ids."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__))), "lib"))
+    from appliance_api import config as config_module
+    from appliance_api.layout import Instance
+    from appliance_api.system.haproxy import Haproxy
+
+    config = config_module.load({config_module.ENV_VARIABLE: site.api_config})
+    ids = []
+    for offset in range(count):
+        instance = Instance(site.state_dir, str(uuid.uuid4()))
+        os.makedirs(instance.dir)
+        template = RUNNING_TEMPLATE % {"n": first_number + offset,
+                                       "port": 30000 + (first_number + offset) % 20000}
+        daemon = Haproxy(instance, config)
+        with open(instance.template("haproxy"), "w") as file:
+            file.write(template)
+        with open(instance.rendered("haproxy"), "w") as file:
+            file.write(daemon.render(template))
+        daemon.start()
+        ids.append(instance.id)
+    return ids
+
+
+def stop_running_instances(site):
+    """SIGKILL every haproxy master the running levels started (its worker follows)."""
+    if not os.path.isdir(site.instances_dir):
+        return
+    for name in os.listdir(site.instances_dir):
+        try:
+            with open(os.path.join(site.instances_dir, name, "haproxy.pid")) as file:
+                os.kill(int(file.read().split()[0]), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            pass
+
+
+def measure_running_level(site, level, existing, requests, warmup, deadline):
+    """{label: [seconds...]} and notes for the figure reads at one level."""
+    endpoints = [("null (python)", "/null"), ("GET /status", "/status"),
+                 ("GET /metrics", "/metrics")]
+    if existing:
+        endpoints.append(("GET /instances/<running>/stats", "/instances/%s/stats" % existing))
+    client = Client(site)
+    notes = []
+    try:
+        status, body, _ = client.get("/metrics")
+        up = body.decode().count("\nappliance_haproxy_up{")
+        answered = body.decode().count("} 1\n", body.decode().find("appliance_haproxy_up{"),
+                                       body.decode().find("# HELP", body.decode().find(
+                                           "appliance_haproxy_up{")))
+        if status != 200 or up != level or answered != level:
+            notes.append("/metrics: HTTP %d, %d instances listed, %d up (expected %d)"
+                         % (status, up, answered, level))
+        for _ in range(warmup):
+            for _label, path in endpoints:
+                client.get(path)
+        results = {label: [] for label, _path in endpoints}
+        for round_number in range(requests):
+            if time.monotonic() > deadline:
+                notes.append("time limit reached: %d of %d rounds" % (round_number, requests))
+                break
+            for label, path in endpoints:
+                status, _body, seconds = client.get(path)
+                results[label].append(seconds)
+                if status != 200:
+                    notes.append("%s: HTTP %d" % (label, status))
+        return endpoints, results, notes
+    finally:
+        client.close()
 
 
 class Client:
@@ -236,11 +333,18 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed requests per endpoint first")
     parser.add_argument("--levels", default="0,100,1000",
                         help="numbers of instance folders, increasing (default %(default)s)")
+    parser.add_argument("--running-levels", default="0,100,500",
+                        help="numbers of instances with a running haproxy, increasing, for "
+                             "/metrics and stats (default %(default)s; empty: skip)")
     parser.add_argument("--max-seconds", type=float, default=900,
                         help="stop measuring after this long, report what was measured")
     parser.add_argument("--keep", action="store_true", help="keep the temporary site folder")
     args = parser.parse_args(argv)
     levels = [int(v) for v in args.levels.split(",")]
+    running_levels = [int(v) for v in args.running_levels.split(",") if v.strip()]
+    if running_levels != sorted(running_levels) or any(not 0 <= v <= 2000
+                                                       for v in running_levels):
+        parser.error("--running-levels increasing, 0..2000")
     if args.requests < 1 or args.warmup < 0 or levels != sorted(levels) or levels[0] < 0 \
             or args.requests > 10000 or levels[-1] > 100000:
         parser.error("--requests 1..10000, --warmup >= 0, --levels increasing, 0..100000")
@@ -289,6 +393,28 @@ def main(argv=None):
                   file=sys.stderr, flush=True)
         rows.sort(key=lambda row: (row[0], _order(row[1])))
 
+        # The figure reads, with running haproxy: the folders above go first.
+        running_rows = []
+        if running_levels:
+            shutil.rmtree(site.instances_dir)
+            os.makedirs(site.instances_dir)
+        running_ids = []
+        for level in running_levels:
+            running_ids += start_running_instances(site, level - len(running_ids),
+                                                   len(running_ids))
+            existing = running_ids[len(running_ids) // 2] if running_ids else None
+            endpoints, results, level_notes = measure_running_level(
+                site, level, existing, args.requests, args.warmup, started + args.max_seconds)
+            notes += ["%d running: %s" % (level, n) for n in level_notes]
+            floor_py = median(results["null (python)"])
+            for label, _path in endpoints:
+                values = results[label]
+                running_rows.append((level, label, ms(median(values)), ms(p90(values)),
+                                     "%.2fx" % (median(values) / floor_py),
+                                     ms(median(values) - floor_py)))
+            print("  measured %d running haproxy (%.0f s so far)"
+                  % (level, time.monotonic() - started), file=sys.stderr, flush=True)
+
         print()
         print("appliance-api read endpoints through lighttpd %s + TLS (client certificate), "
               "keep-alive HTTP/1.1" % _lighttpd_version())
@@ -298,6 +424,13 @@ def main(argv=None):
         print(table(["instances", "endpoint", "median ms", "p90 ms", "ratio to python null",
                      "over python null ms"], rows))
         print()
+        if running_rows:
+            print("With running haproxy (one frontend, one backend, one checked server "
+                  "each); [stats] cli_timeout %s s" % _cli_timeout(site))
+            print()
+            print(table(["running haproxy", "endpoint", "median ms", "p90 ms",
+                         "ratio to python null", "over python null ms"], running_rows))
+            print()
         print(table(["instances", "python null median ms", "sh null median ms",
                      "python start cost ms"],
                     [(level, ms(py), ms(sh), ms(py - sh)) for level, py, sh in floors]))
@@ -311,8 +444,9 @@ def main(argv=None):
                   "/service_status saw every instance folder.")
         print()
         print("Runtime %.0f s. Reproduce: make bench   (or: .venv/bin/python bench/bench.py "
-              "--requests %d --warmup %d --levels %s)"
-              % (time.monotonic() - started, args.requests, args.warmup, args.levels))
+              "--requests %d --warmup %d --levels %s --running-levels %s)"
+              % (time.monotonic() - started, args.requests, args.warmup, args.levels,
+                 args.running_levels))
         return 0
     except Exception as error:
         print("bench: could not run: %s: %s" % (type(error).__name__, error), file=sys.stderr)
@@ -321,6 +455,7 @@ def main(argv=None):
         return 1
     finally:
         if site is not None:
+            stop_running_instances(site)
             site.stop()
         if args.keep:
             print("kept %s" % work, file=sys.stderr)
@@ -335,6 +470,15 @@ ORDER = ["null (sh)", "null (python)", "GET /status", WALK, "GET /service_status
 
 def _order(label):
     return ORDER.index(label) if label in ORDER else len(ORDER)
+
+
+def _cli_timeout(site):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__))), "lib"))
+    from appliance_api import config as config_module
+
+    return config_module.load({config_module.ENV_VARIABLE: site.api_config}).get(
+        "stats", "cli_timeout")
 
 
 def _lighttpd_version():

@@ -39,6 +39,7 @@ import collections
 import hashlib
 import http.client
 import http.server
+import json
 import os
 import shutil
 import signal
@@ -266,6 +267,25 @@ def put_ok(site, path, body, what):
     if status != 201:
         raise RuntimeError("PUT %s (%s): HTTP %d\n%s" % (path, what, status, text))
     return text, seconds
+
+
+def requests_counted(site, instance_path):
+    """The kept requests_total of the instance's frontend (GET .../stats)."""
+    status, text, _ = call(site, "GET", instance_path + "/stats")
+    if status != 200:
+        raise RuntimeError("GET stats answered HTTP %d %r" % (status, text[:200]))
+    return sum(f["requests_total"] or 0 for f in json.loads(text)["frontends"])
+
+
+def counter_loss(phase, counted, reloads):
+    """What the kept counters missed of the requests haproxy answered during the
+    phase (baseline and reload load): each old worker serves a little after
+    the reload's last read of it, and exits before the next."""
+    served = phase["load"].ok + (phase["baseline"].ok if "baseline" in phase else 0)
+    lost = served - counted
+    return ("kept counters over the haproxy phase: %d requests answered, requests_total "
+            "rose by %d: %d lost over %d reloads (%.2f a reload, %.3f%% of the requests)"
+            % (served, counted, lost, reloads, lost / reloads, 100.0 * lost / max(1, served)))
 
 
 def read_pid(path):
@@ -508,6 +528,7 @@ def main(argv=None):
                               "calibration")[1] for rev in (1, 2)]
         master_before = read_pid(haproxy_pid_file)
         workers_before = children(master_before)
+        counted_before = requests_counted(site, instance_path)
         phase = run_phase("haproxy", site, plain_request, haproxy_port,
                           instance_path + "/haproxy",
                           [haproxy_config(rev) for rev in range(3, 3 + args.reloads)],
@@ -517,6 +538,8 @@ def main(argv=None):
         master_after = read_pid(haproxy_pid_file)
         time.sleep(1.0)
         workers_after = children(master_after)
+        notes.append(counter_loss(phase, requests_counted(site, instance_path) - counted_before,
+                                  args.reloads))
         pids.append(("haproxy master (config phase)", master_before, master_after,
                      "workers before %s, 1 s after the last reload %s"
                      % (_pids(workers_before), _pids(workers_after))))

@@ -74,6 +74,26 @@ def show(config, arguments):
     return 0
 
 
+def stats(config, arguments):
+    """Each instance's haproxy at a glance (sessions, rate, bytes, servers up),
+    or one instance's frontends, backends and servers: GET .../stats's figures."""
+    from . import tenant_stats
+
+    if arguments.instance:
+        views = [tenant_stats.instance_stats(_instance(config, arguments.instance), config)]
+    else:
+        views = tenant_stats.all_stats(config)
+    if arguments.json:
+        _print_json(views if not arguments.instance else views[0])
+    elif arguments.instance:
+        for line in tenant_stats.detail_lines(views[0]):
+            print(line)
+    else:
+        for line in tenant_stats.summary_lines(views):
+            print(line)
+    return 0
+
+
 def start(config, arguments):
     return _control(config, arguments, "start")
 
@@ -236,6 +256,8 @@ COMMANDS = {
     "instances": (instances, "the instance ids, sorted", True),
     "show": (show, "an instance's services, pids, last reloads, listeners, service IPs "
              "and certificates", True),
+    "stats": (stats, "haproxy's sessions, bytes and servers of every instance, or of one "
+              "in detail (GET /instances/:instance/stats)", True),
     "start": (start, "start an instance's stopped daemons (or one)", False),
     "stop": (stop, "stop an instance's daemons (or one); its files stay", False),
     "reload": (reload, "reload an instance's running daemons (or one) on the stored config",
@@ -271,6 +293,7 @@ def parser():
     subparsers["status"].add_argument("target", nargs="?", default="all",
                                       metavar="all|INSTANCE")
     subparsers["show"].add_argument("instance")
+    subparsers["stats"].add_argument("instance", nargs="?")
     for name in ("start", "stop", "reload", "check"):
         subparsers[name].add_argument("instance")
         subparsers[name].add_argument("service", nargs="?", choices=("haproxy", "stunnel"))

@@ -264,6 +264,15 @@ class Appliance:
     def listener(self, instance):
         return json.loads(self.request("GET", _path("listeners", instance)).body)
 
+    def stats(self, instance):
+        """One instance's haproxy: {"id", "haproxy", "frontends", "backends"},
+        counters kept over its life on this node (docs/api.md)."""
+        return json.loads(self.request("GET", _path("instances", instance, "stats")).body)
+
+    def metrics(self):
+        """/metrics: Prometheus' text format, as text."""
+        return self.request("GET", "/metrics").text
+
     # --- instances, configs, 503 pages -----------------------------------------------
 
     def delete_instance(self, instance):

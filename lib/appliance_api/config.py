@@ -117,6 +117,14 @@ DEFAULTS = {
         "fencing_pid_file": "",
         "fencing_command": "",
     },
+    "stats": {
+        # Seconds a read of one haproxy's master CLI may wait for its answer
+        # (GET /instances/:instance/stats, /metrics, and the counters a reload
+        # or stop keeps). Sockets are read at once: a /metrics scrape takes at
+        # most twice this (current workers, then draining old ones), however
+        # many tenants do not answer.
+        "cli_timeout": "0.4",
+    },
     "limits": {
         "config_bytes": "1048576",
         "certificate_bytes": "262144",

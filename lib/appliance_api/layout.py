@@ -6,7 +6,8 @@
         haproxy.rendered.cfg        {MYIP} and {INSTANCE_DIR} filled in: what runs
         haproxy.pid  haproxy.log    the daemon's pid file and its own output
         haproxy.outcome             the last start or reload: when, and what it said
-        master.sock                 haproxy's master CLI: reload verdicts
+        master.sock                 haproxy's master CLI: reload verdicts, figures
+        haproxy.counters            the counters kept across haproxy's workers (JSON)
         stunnel.conf  stunnel.rendered.conf  stunnel.pid  stunnel.log  stunnel.outcome
         stunnel.listeners           the listeners the API bound and handed to stunnel
         reload.pending              a change stored files its daemons have not read yet
@@ -41,6 +42,8 @@ CUSTOM503_NAME = "custom503.http"
 CERTIFICATES_NAME = "certificates"
 LOCK_NAME = "lock"
 MASTER_SOCKET_NAME = "master.sock"
+# haproxy's counters over the instance's life on this node (system/haproxy_counters.py).
+COUNTERS_NAME = "haproxy.counters"
 # Present while stored files are ahead of the running daemons (running.py).
 RELOAD_PENDING_NAME = "reload.pending"
 # The services an operator stopped on purpose (octctl stop): not to be started
@@ -50,7 +53,7 @@ STOPPED_NAME = "stopped.by-operator"
 STUNNEL_LISTENERS_NAME = "stunnel.listeners"
 # The API's own files in an instance folder: a config may not name them.
 MANAGED_NAMES = frozenset([LOCK_NAME, MASTER_SOCKET_NAME, STUNNEL_LISTENERS_NAME,
-                           RELOAD_PENDING_NAME, STOPPED_NAME]
+                           RELOAD_PENDING_NAME, STOPPED_NAME, COUNTERS_NAME]
                           + list(TEMPLATE_NAMES.values())
                           + list(RENDERED_NAMES.values())
                           + ["%s.%s" % (service, kind) for service in SERVICES
@@ -170,6 +173,10 @@ class Instance:
     @property
     def master_socket(self):
         return self.dir + "/" + MASTER_SOCKET_NAME
+
+    @property
+    def counters(self):
+        return self.dir + "/" + COUNTERS_NAME
 
     def certificate(self, filename):
         return self.certificates_dir + "/" + filename

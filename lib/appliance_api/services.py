@@ -116,6 +116,7 @@ def delete_instance(instance, config):
             files.remove(instance.template(service))
             files.remove(instance.rendered(service))
     files.remove(instance.custom503)
+    files.remove(instance.counters)  # a new instance of the same id counts from zero
     for name in instance.certificate_names():
         files.remove(instance.certificate(name))
     sharedstate.converge(config)

@@ -22,6 +22,7 @@ ACCESS_LINE = re.compile(
     r'(?P<status>\d+) (?P<bytes>\S+) (?P<micros>\d+)$')
 
 _DEFAULT = object()
+OCTCTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bin", "octctl")
 
 
 class Reply:
@@ -176,6 +177,13 @@ class Api:
         return Appliance(address, self.port, ca=self.ca, cert=self.client_cert, **settings)
 
 
+def octctl(api, *arguments, config=None):
+    """octctl on the site's state folder, by its config file: the finished run."""
+    return subprocess.run(
+        [sys.executable, OCTCTL, "--config", config or os.path.join(api.folder, "appliance-api.ini"),
+         *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+
+
 def free_port(host="127.0.0.1"):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -280,17 +288,6 @@ def haproxy_template(port, backend_port, extra_frontend=""):
 def stunnel_template(port, haproxy_port, certificate="localhost.pem"):
     return ("[tls]\naccept = {MYIP}:%d\nconnect = {MYIP}:%d\n"
             "cert = {INSTANCE_DIR}/certificates/%s\n" % (port, haproxy_port, certificate))
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OCTCTL = os.path.join(ROOT, "bin", "octctl")
-
-
-def octctl(api, *arguments, config=None):
-    """octctl on the site's state folder, as an operator on the box runs it."""
-    return subprocess.run(
-        [sys.executable, OCTCTL, "--config", config or os.path.join(api.folder, "appliance-api.ini"),
-         *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
 
 
 class Supervisor:

@@ -193,7 +193,9 @@ def test_reads_import_neither_psutil_nor_cryptography(state_dir):
                            ("/service_status", "200 OK False False False False"),
                            ("/nowhere", "403 Forbidden False False False False"),
                            ("/status", "200 OK False False True False"),  # json needs re
-                           ("/listeners", "200 OK False False True False")):
+                           ("/listeners", "200 OK False False True False"),
+                           ("/instances/%s/stats" % B, "200 OK False False True False"),
+                           ("/metrics", "200 OK False False True False")):
         output = subprocess.run([sys.executable, "-c", code % (lib, path, ini)], check=True,
                                 stdout=subprocess.PIPE, text=True).stdout.strip()
         assert output == expected, path

@@ -7,13 +7,13 @@ failed reload leaves the old worker serving. The master CLI (master.sock)
 is the verdict channel: `show proc`'s reload counters say whether a reload took.
 """
 import os
-import re
 import signal
 import subprocess
 import time
 
-from . import commands, files, processes
+from . import commands, files, haproxy_counters, processes
 from .daemon import Daemon, DaemonFailed
+from .haproxy_cli import MasterState, ask_many
 from . import MachineError
 from ..layout import CERTIFICATES_NAME, CUSTOM503_NAME, MASTER_SOCKET_NAME
 
@@ -104,9 +104,14 @@ class Haproxy(Daemon):
         process = self.process()
         if process is not None:
             self._wait_ready(process)  # else the soft stop's SIGUSR1 may be lost
+            self.keep_counters()
         stopped = super().stop()
         files.remove(self.instance.master_socket)  # haproxy leaves it behind
         return stopped
+
+    def keep_counters(self):
+        """The workers' counters into the instance's ledger (haproxy_counters.py)."""
+        haproxy_counters.keep(self.instance.dir, self.config.number("stats", "cli_timeout"))
 
     def _wait_ready(self, process):
         """Wait until the master handles signals again. After each (re)load it
@@ -126,6 +131,7 @@ class Haproxy(Daemon):
         self._wait_ready(process)
         offset = self._log_size()
         before = self.master_state()
+        self.keep_counters()  # the new worker starts at zero
         processes.send_signal(process, signal.SIGUSR2)
         if before is None:
             return self._reload_verdict_from_log(process, offset)
@@ -145,6 +151,7 @@ class Haproxy(Daemon):
             raise DaemonFailed("haproxy failed to reload", text)
         if after.failed > before.failed:
             raise DaemonFailed("haproxy failed to reload", text)
+        self.keep_counters()  # an old worker still draining, by its pid
         return self._message("reloaded", process.pid)
 
     def _reload_verdict_from_log(self, process, offset):
@@ -244,57 +251,6 @@ class Haproxy(Daemon):
         return found
 
 
-class MasterState:
-    """haproxy 2.6's `show proc`: the master's reload and failed-reload counters
-    ("1 [failed: 0]") and the current workers' pids."""
-
-    MASTER = re.compile(r"^\d+\s+master\s+(\d+)(?:\s+\[failed: (\d+)\])?")
-    WORKER = re.compile(r"^(\d+)\s+worker\b")
-
-    def __init__(self, reloads, failed, workers):
-        self.reloads, self.failed, self.workers = reloads, failed, workers
-
-    @classmethod
-    def parse(cls, text):
-        reloads = failed = None
-        workers, section = [], None
-        for line in text.splitlines():
-            if line.startswith("#"):
-                section = line.strip("# ").split()[0] if line.strip("# ") else None
-                continue
-            master = cls.MASTER.match(line)
-            if master:
-                reloads, failed = int(master.group(1)), int(master.group(2) or 0)
-            worker = cls.WORKER.match(line)
-            if worker and section == "workers":
-                workers.append(int(worker.group(1)))
-        return cls(reloads, failed, workers) if reloads is not None else None
-
-
 def master_cli(instance_dir, command, timeout=1.0):
-    """One command on haproxy's master CLI in instance_dir; its answer, or None.
-    Connected through /proc/self/fd: the absolute path may be longer than a
-    unix socket address allows."""
-    import socket
-
-    try:
-        directory = os.open(instance_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-            client.settimeout(timeout)
-            client.connect("/proc/self/fd/%d/%s" % (directory, MASTER_SOCKET_NAME))
-            client.sendall(command.encode() + b"\n")
-            client.shutdown(socket.SHUT_WR)
-            chunks = []
-            while True:
-                chunk = client.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        return b"".join(chunks).decode("utf-8", "replace")
-    except OSError:
-        return None
-    finally:
-        os.close(directory)
+    """One command on haproxy's master CLI in instance_dir; its answer, or None."""
+    return ask_many({instance_dir: (instance_dir, command)}, timeout)[instance_dir]

@@ -78,14 +78,20 @@ def rates(current, previous):
     }
 
 
+def stored_sample(config):
+    """The sample the last /status stored, or None (none yet, unreadable)."""
+    try:
+        with open(status_sample_path(config.state_dir)) as file:
+            previous = json.load(file)
+    except (OSError, ValueError):
+        return None
+    return previous if isinstance(previous, dict) else None
+
+
 def sample_rates(config):
     """Rates since the last stored sample; this call's sample becomes the next one's base."""
     path = status_sample_path(config.state_dir)
-    try:
-        with open(path) as file:
-            previous = json.load(file)
-    except (OSError, ValueError):
-        previous = None
+    previous = stored_sample(config)
     current = take_sample(config)
     try:
         os.makedirs(config.state_dir, exist_ok=True)
@@ -93,7 +99,7 @@ def sample_rates(config):
         files.write_atomic(path, json.dumps(current).encode(), durable=False)
     except OSError:
         pass  # a read-only state folder costs the next call its baseline, not this answer
-    return rates(current, previous if isinstance(previous, dict) else None)
+    return rates(current, previous)
 
 
 def hostname():
