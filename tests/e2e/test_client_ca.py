@@ -4,34 +4,21 @@ haproxy (`verify required ca-file ... crl-file ...`) and a real stunnel
 (CAfile, CRLfile). A new CRL that revokes a client shuts it out from the
 next connection on, and haproxy takes it without a reload (the same master
 and worker); a CA file or CRL a config names cannot be deleted."""
-import datetime
 import ssl
 import types
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 
 from .conftest import pki_tool
 from .helpers import eventually, free_port, haproxy_template, http_get
 from .test_certificates import haproxy_processes, listener_certificate
 
-NOW = datetime.datetime.now(datetime.timezone.utc)
-HOUR = datetime.timedelta(hours=1)
-
-
 def pem(cert):
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def crl_of(ca, ca_key, revoked=()):
-    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
-               .last_update(NOW - HOUR).next_update(NOW + 7 * 24 * HOUR))
-    for cert in revoked:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
-            .revocation_date(NOW - HOUR).build())
-    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+crl_of = pki_tool.make_crl
 
 
 @pytest.fixture(scope="module")

@@ -29,14 +29,7 @@ def key_pem(key):
 
 
 def make_crl(ca, ca_key, revoked=(), this_update=None, next_update=None):
-    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
-               .last_update(this_update or NOW - HOUR)
-               .next_update(next_update or NOW + 7 * DAY))
-    for cert in revoked:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
-            .revocation_date(NOW - HOUR).build())
-    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    return pki.make_crl(ca, ca_key, revoked, last_update=this_update, next_update=next_update)
 
 
 @pytest.fixture(scope="module")
