@@ -199,3 +199,20 @@ def test_a_peer_name_without_a_verified_certificate_reads_no_key(state_dir, stor
                                  extra_environ={"SSL_CLIENT_VERIFY": "NONE",
                                                 "SSL_CLIENT_S_DN_CN": PEER})
     assert b"PRIVATE KEY" not in unverified.get(url).body
+
+
+# --- lighttpd's own judgement of a candidate API certificate (a real lighttpd -tt) -------
+
+def test_lighttpd_tt_judges_a_candidate_certificate(cas):
+    import shutil
+
+    from appliance_api.system.lighttpd import refuses_certificate
+
+    program = shutil.which("lighttpd") or "/usr/sbin/lighttpd"
+    server, server_key = pki.make_leaf(cas["ca"], cas["key"], "127.0.0.1", server=True,
+                                       sans=["127.0.0.1"])
+    assert refuses_certificate(program, key_pem(server_key) + cert_pem(server)) is None
+    refused = refuses_certificate(program, cert_pem(server))  # no key
+    assert refused and "private key" in refused and "\n" not in refused
+    mismatched = key_pem(cas["leaf_key"]) + cert_pem(server)
+    assert "does not match" in refuses_certificate(program, mismatched)
