@@ -172,3 +172,23 @@ def test_stunnel_verifies_clients_with_the_stored_ca_file_and_crl(
     reply = api.delete(base + "client-ca.pem")
     assert (reply.status, reply.body) == (409, "Certificate is in use by the stunnel "
                                                "configuration\n")
+
+
+def test_octctl_show_lists_the_ca_file_and_the_crl_with_their_expiry(api, mutual_tls_haproxy):
+    import json
+
+    from .test_octctl import octctl
+
+    instance = mutual_tls_haproxy.instance
+    report = json.loads(octctl(api, "show", instance, "--json").stdout)
+    found = {entry["name"]: entry for entry in report["certificates"]}
+    assert (found["client-ca.pem"]["kind"], found["client-ca.pem"]["cn"]) == (
+        "CA file", "tenant client CA")
+    assert 800 <= found["client-ca.pem"]["days_left"] <= 825  # tools/pki.py's CAs
+    assert (found["client.crl.pem"]["kind"], found["client.crl.pem"]["days_left"]) == ("CRL", 6)
+    assert found["localhost.pem"]["kind"] == "key and certificate"
+    text = octctl(api, "show", instance).stdout
+    assert "  client.crl.pem  CRL, 1, issuer CN=tenant client CA  next update %s (6 days left)" \
+        % found["client.crl.pem"]["expires"] in text
+    assert "  client-ca.pem  CA file of 1, first CN=tenant client CA  expires %s" \
+        % found["client-ca.pem"]["expires"] in text
