@@ -23,6 +23,16 @@ certificate):
    certificate, so each PUT swaps it through haproxy's runtime API, no reload.
    Then the same by master-worker reload (the site's [daemons]
    swap_certificates = no), for comparison.
+4. haproxy verifying clients (a third instance: `bind ... ssl crt ... verify
+   required ca-file client-ca.pem crl-file client.crl.pem`): a TLS load with a
+   client certificate while a new CRL (each revoking one more certificate,
+   never the load's) is PUT --reloads times; haproxy takes each by its runtime
+   API (`set/commit ssl crl-file`).
+5. The API's own certificate: GET /status over the API (a new TLS connection
+   each, with the client certificate: every one a CGI request in flight for
+   tens of ms) from --api-threads threads while PUT /certificate replaces the
+   API's certificate --api-certificates times (each a graceful restart of
+   lighttpd, conf/lighttpd.conf).
 
 The load is paced: each thread spreads its requests evenly over the estimated
 reload window (measured from calibration uploads), so the reloads happen while
@@ -74,6 +84,13 @@ frontend fe
 backend be
     server backend1 127.0.0.1:%(backend)d
 """
+
+# Clients verified against a CA file and a CRL: a CRL PUT swaps it at runtime.
+HAPROXY_MUTUAL_TLS_TEMPLATE = HAPROXY_TEMPLATE.replace("%(rev)d", "0").replace(
+    "bind {MYIP}:%(port)d\n",
+    "bind {MYIP}:%(port)d ssl crt {INSTANCE_DIR}/certificates/localhost.pem verify required "
+    "ca-file {INSTANCE_DIR}/certificates/client-ca.pem "
+    "crl-file {INSTANCE_DIR}/certificates/client.crl.pem\n")
 
 # TLS ended by haproxy itself: a certificate PUT swaps the certificate in its
 # memory through the runtime API, with no reload. The same config, one fixed
@@ -133,14 +150,19 @@ def plain_request(port, timeout):
         connection.close()
 
 
-def tls_requester(context):
+def tls_requester(context, path="/"):
+    """A request over a new TLS connection: GET / of the backend's "ok", or
+    GET /status of the API (a JSON object with api_certificate_days_left
+    counts as the "ok")."""
     def tls_request(port, timeout):
         connection = http.client.HTTPSConnection(ADDRESS, port, timeout=timeout, context=context)
         try:
-            connection.request("GET", "/", headers={"Connection": "close"})
+            connection.request("GET", path, headers={"Connection": "close"})
             peer = hashlib.sha256(connection.sock.getpeercert(binary_form=True)).hexdigest()
             response = connection.getresponse()
             body = response.read()
+            if path == "/status" and b'"api_certificate_days_left"' in body:
+                body = b"ok\n"
             return response.status, body, peer
         finally:
             connection.close()
@@ -482,6 +504,11 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=2.0, help="per request, seconds")
     parser.add_argument("--skip-stunnel", action="store_true")
     parser.add_argument("--skip-haproxy-tls", action="store_true")
+    parser.add_argument("--skip-crl", action="store_true")
+    parser.add_argument("--api-certificates", type=int, default=10,
+                        help="PUT /certificate rotations under load (0: skip)")
+    parser.add_argument("--api-threads", type=int, default=4)
+    parser.add_argument("--api-requests-per-thread", type=int, default=150)
     parser.add_argument("--keep", action="store_true", help="keep the temporary site folder")
     args = parser.parse_args(argv)
     if not (1 <= args.reloads <= 1000 and 1 <= args.threads <= 64
@@ -637,6 +664,13 @@ def main(argv=None):
             notes.append(serves_the_last("haproxy, by reload,", reload_phase, more,
                                          tls_request(tls_port, 5)[2]))
             log("haproxy (TLS) phase done (%.0f s)" % (time.monotonic() - started))
+        if args.api_certificates:
+            api_certificate_phase(site, args, pki_dir, (ca_cert, ca_key), phases, pids, notes)
+            log("API certificate phase done (%.0f s)" % (time.monotonic() - started))
+        if not args.skip_crl:
+            crl_phase(site, args, pki_dir, (ca_cert, ca_key), backend_port, instances,
+                      phases, pids, notes)
+            log("CRL phase done (%.0f s)" % (time.monotonic() - started))
         report(phases, pids, notes, args, started)
         return 0
     except Exception as error:
@@ -651,6 +685,87 @@ def main(argv=None):
             print("kept %s" % work, file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def crl_phase(site, args, pki_dir, ca, backend_port, instances, phases, pids, notes):
+    """Phase 4: a TLS load with a client certificate of the site's CA through
+    an haproxy that verifies it against client-ca.pem and client.crl.pem,
+    while a new CRL is PUT --reloads times."""
+    import types
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    instance_id = str(uuid.uuid4())
+    path = "/instances/" + instance_id
+    instances.append((path, os.path.join(site.instances_dir, instance_id)))
+    port = free_port()
+    ca_pem = ca[0].public_bytes(Encoding.PEM)
+
+    def crl(revoked):  # serials the load's client certificate never has
+        return pki.make_crl(*ca, [types.SimpleNamespace(serial_number=n)
+                                  for n in range(1, revoked + 1)])
+
+    put_ok(site, path + "/certificates/localhost.pem", make_listener_cert(*ca)[0],
+           "listener certificate")
+    put_ok(site, path + "/certificates/client-ca.pem", ca_pem, "client CA file")
+    put_ok(site, path + "/certificates/client.crl.pem", crl(0), "first CRL")
+    put_ok(site, path + "/haproxy", (HAPROXY_MUTUAL_TLS_TEMPLATE % {
+        "port": port, "backend": backend_port}).encode(), "haproxy mutual TLS config")
+    context = ssl.create_default_context(cafile=os.path.join(pki_dir, "ca.pem"))
+    context.load_cert_chain(os.path.join(pki_dir, "client.pem"))
+    tls_request = tls_requester(context)
+    status, body, _ = tls_request(port, 5)
+    if status != 200 or body != b"ok\n":
+        raise RuntimeError("haproxy (client certificates) answered HTTP %d %r" % (status, body))
+    crl_path = path + "/certificates/client.crl.pem"
+    calibration = [put_ok(site, crl_path, crl(n), "calibration")[1] for n in (1, 2)]
+    pid_file = os.path.join(site.instances_dir, instance_id, "haproxy.pid")
+    master_before = read_pid(pid_file)
+    workers_before = children(master_before)
+    phase = run_phase("haproxy (CRL)", site, tls_request, port, crl_path,
+                      [crl(n) for n in range(3, 3 + args.reloads)], args, calibration)
+    phase["put"] = "PUT /instances/<id>/certificates/client.crl.pem"
+    phases.append(phase)
+    master_after = read_pid(pid_file)
+    pids.append(("haproxy master (CRL phase)", master_before, master_after,
+                 "runtime API: workers before %s, after %s (no reload: the same)"
+                 % (_pids(workers_before), _pids(children(master_after)))))
+    swapped = sum("without a reload" in text for _a, _b, _s, text in phase["reloads"].puts)
+    notes.append("CRL phase: %d of %d CRL PUTs were taken by haproxy's runtime API"
+                 % (swapped, len(phase["reloads"].puts)))
+
+
+def api_certificate_phase(site, args, pki_dir, ca, phases, pids, notes):
+    """Phase 5: GET /status through lighttpd while PUT /certificate rotates
+    the API's own certificate."""
+    from cryptography.hazmat.primitives import serialization as s
+
+    def api_certificate():
+        cert, key = pki.make_leaf(*ca, pki.SERVER_NAME, server=True, sans=[ADDRESS])
+        return (key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption())
+                + cert.public_bytes(s.Encoding.PEM)), \
+            hashlib.sha256(cert.public_bytes(s.Encoding.DER)).hexdigest()
+
+    context = ssl.create_default_context(cafile=os.path.join(pki_dir, "ca.pem"))
+    context.load_cert_chain(os.path.join(pki_dir, "client.pem"))
+    status_request = tls_requester(context, "/status")
+    certificates = [api_certificate() for _ in range(args.api_certificates + 2)]
+    calibration = [put_ok(site, "/certificate", pem, "calibration")[1]
+                   for pem, _f in certificates[:2]]
+    lighttpd_before = site.process.pid
+    load_args = argparse.Namespace(**vars(args))
+    load_args.threads, load_args.requests_per_thread = args.api_threads, \
+        args.api_requests_per_thread
+    load_args.baseline_requests_per_thread = min(args.baseline_requests_per_thread, 20)
+    phase = run_phase("API (PUT /certificate)", site, status_request, site.port, "/certificate",
+                      [pem for pem, _f in certificates[2:]], load_args, calibration)
+    phase["put"] = "PUT /certificate"
+    phases.append(phase)
+    pids.append(("lighttpd (API certificate phase)", lighttpd_before,
+                 site.process.pid if site.process.poll() is None else None,
+                 "SIGUSR1: restarted in place; a forked copy finishes the requests in flight"))
+    notes.append(serves_the_last("lighttpd", phase, certificates[2:],
+                                 status_request(site.port, 5)[2]))
 
 
 def serves_the_last(daemon, phase, certificates, served):

@@ -27,8 +27,12 @@ def write_site(folder, addresses, port, pki, python, management_address=None,
     for sub in ("state", "log"):
         os.makedirs(os.path.join(folder, sub), exist_ok=True)
     config_path = os.path.join(folder, "appliance-api.ini")
+    pki = os.path.abspath(pki)
+    pid_file = os.path.join(folder, "lighttpd.pid")
     sections = {
-        "api": {"management_address": management_address or addresses[0]},
+        "api": {"management_address": management_address or addresses[0],
+                "certificate_file": os.path.join(pki, "server.pem"),
+                "lighttpd_pid_file": pid_file},
         "paths": {"state_dir": os.path.join(folder, "state")},
         "network": {"manage": "yes" if manage_network else "no", "vip_interface": vip_interface},
         "status": {"network_interfaces": "all"},
@@ -43,8 +47,8 @@ def write_site(folder, addresses, port, pki, python, management_address=None,
     shutil.copy(os.path.join(ROOT, "conf", "lighttpd.conf"), os.path.join(folder, "lighttpd.conf"))
     with open(os.path.join(folder, "appliance-api.local.conf"), "w") as file:
         file.write(lighttpd_local.render(
-            addresses, port, ROOT, python, config_path, os.path.abspath(pki),
-            os.path.join(folder, "log"), os.path.join(folder, "lighttpd.pid")))
+            addresses, port, ROOT, python, config_path, pki,
+            os.path.join(folder, "log"), pid_file))
     return os.path.join(folder, "lighttpd.conf")
 
 
@@ -73,7 +77,9 @@ def start_lighttpd(lighttpd_conf, address, port, timeout=10, prefix=()):
     """Start lighttpd in the foreground on a site written by write_site, and
     return its Popen once the port accepts connections. prefix runs it under
     another command, e.g. ("ip", "netns", "exec", NAME)."""
-    process = subprocess.Popen(list(prefix) + ["lighttpd", "-D", "-f", lighttpd_conf],
+    # By its absolute path, as systemd starts it: lighttpd's graceful restart
+    # in the background (conf/lighttpd.conf) needs a path with a slash.
+    process = subprocess.Popen(list(prefix) + [lighttpd_program(), "-D", "-f", lighttpd_conf],
                                stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -84,6 +90,10 @@ def start_lighttpd(lighttpd_conf, address, port, timeout=10, prefix=()):
         time.sleep(0.05)
     process.kill()
     raise RuntimeError("lighttpd did not listen on %s:%d within %ds" % (address, port, timeout))
+
+
+def lighttpd_program():
+    return shutil.which("lighttpd") or "/usr/sbin/lighttpd"
 
 
 def stop_lighttpd(process):

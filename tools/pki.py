@@ -122,6 +122,23 @@ def make_leaf(ca_cert, ca_key, common_name, *, server=False, client=False, sans=
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
+def make_crl(ca_cert, ca_key, revoked=(), *, last_update=None, next_update=None):
+    """A PEM CRL of ca_cert's revoking the certificates in revoked; valid from
+    an hour ago for a week unless told otherwise."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    now = _now()
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+               .last_update(last_update or now - BACKDATE)
+               .next_update(next_update or now + datetime.timedelta(days=7)))
+    for cert in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
+            .revocation_date(now - BACKDATE).build())
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
 def _key_pem(key):
     from cryptography.hazmat.primitives import serialization as s
     return key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption())

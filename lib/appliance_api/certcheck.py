@@ -1,9 +1,19 @@
-"""Checks on an uploaded listener certificate (PUT .../certificates/:filename.pem).
+"""Checks on an uploaded TLS file (PUT .../certificates/:filename.pem, PUT /certificate).
 
-The body is one PEM file: an unencrypted RSA or EC private key, the leaf
-certificate, then its chain, in that order (../shared/spec/api-contract.md).
-``check_certificate_file`` raises ``errors.Conflict(reason)`` for the first
-problem it finds; the reasons are part of the contract, so tests assert them.
+A stored file is one of three kinds, told apart by its PEM blocks alone:
+
+- KEY_PAIR: an unencrypted RSA or EC private key, the leaf certificate, then
+  its chain, in that order (../shared/spec/api-contract.md), named after the
+  leaf's CN; ``check_certificate_file``.
+- CA_FILE: CA certificates only (each basicConstraints CA:TRUE), for
+  haproxy's ca-file / ca-verify-file and stunnel's CAfile; any valid name.
+- CRL_FILE: X509 CRL blocks only, each in its validity and signed by a CA
+  certificate of one of the instance's stored CA files; haproxy's crl-file
+  and stunnel's CRLfile.
+
+``check_upload`` judges a body of any kind and says which it is; every check
+raises ``errors.Conflict(reason)`` for the first problem it finds. The reasons
+are part of the contract, so tests assert them.
 
 cryptography is imported inside the functions: every CGI request imports the
 handlers, and only certificate uploads should pay for loading it.  The code
@@ -20,6 +30,8 @@ from .errors import Conflict
 
 KEY_LABELS = ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY")
 CERT_LABEL = "CERTIFICATE"
+CRL_LABEL = "X509 CRL"
+KEY_PAIR, CA_FILE, CRL_FILE = "key and certificate", "CA file", "CRL"
 
 # The END label must repeat the BEGIN label; a block that is never closed
 # is left unmatched and so counts as stray text.
@@ -35,7 +47,7 @@ _ENCRYPTED = "Private key is encrypted"
 
 
 class _Block:
-    """One parsed PEM block: ``kind`` is "key" or "cert"; ``obj`` is the
+    """One parsed PEM block: ``kind`` is "key", "cert" or "crl"; ``obj`` is the
     loaded object, or None for a key of a type cryptography cannot load."""
 
     def __init__(self, kind, obj):
@@ -49,12 +61,60 @@ def filename_for_common_name(cn: str) -> str:
     return cn.replace("*", "WILDCARD") + ".pem"
 
 
+def check_upload(data: bytes, filename: str, ca_files=(), now=None) -> str:
+    """The kind of file `data` is (KEY_PAIR, CA_FILE or CRL_FILE), or
+    errors.Conflict(<one-line reason>) if it is usable as none of them.
+    ca_files: the bytes of the instance's stored CA files, the only issuers
+    a CRL may have."""
+    blocks = _read_blocks(data)
+    kinds = {block.kind for block in blocks}
+    now = _utc(now) if now is not None else datetime.datetime.now(datetime.timezone.utc)
+    if "crl" in kinds:
+        if kinds != {"crl"}:
+            raise Conflict("A CRL file holds X509 CRL blocks only (found a key or "
+                           "certificate with them)")
+        _check_crls([block.obj for block in blocks], ca_files, now)
+        return CRL_FILE
+    if kinds == {"cert"}:
+        _check_ca_certificates([block.obj for block in blocks], now)
+        check_with_openssl(data, as_ca_file=True)
+        return CA_FILE
+    _check_key_pair(blocks, data, now, filename=filename)
+    return KEY_PAIR
+
+
 def check_certificate_file(data: bytes, filename: str, now=None) -> None:
     """Raise errors.Conflict(<one-line reason>) if `data` is not a usable PEM
     for a listener named `filename`."""
+    now = _utc(now) if now is not None else datetime.datetime.now(datetime.timezone.utc)
+    _check_key_pair(_read_blocks(data), data, now, filename=filename)
+
+
+def check_api_certificate(data: bytes, names, now=None) -> None:
+    """The API's own certificate (PUT /certificate): a tenant certificate's
+    checks, but the leaf's CN or one of its subject alternative names must be
+    one of `names` (the management address, the host name) instead of the
+    file name."""
+    now = _utc(now) if now is not None else datetime.datetime.now(datetime.timezone.utc)
+    blocks = _read_blocks(data)
+    if any(block.kind == "crl" for block in blocks):
+        raise Conflict(_NOT_PEM)
+    leaf = _check_key_pair(blocks, data, now, filename=None)
+    served = _names_of(leaf)
+    wanted = {_normal_name(name) for name in names}
+    if not served & wanted:
+        raise Conflict("Certificate names none of this appliance's management names (%s)"
+                       % _one_line(", ".join(sorted(names))))
+
+
+def _check_key_pair(blocks, data, now, filename):
+    """The checks of a key + certificate + chain file; its leaf. filename
+    None: no file name rule (the API's own certificate)."""
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-    blocks = _read_blocks(data)
+    if any(block.kind == "crl" for block in blocks):
+        raise Conflict("A key and certificate file holds no CRL (a CRL goes in a file of "
+                       "its own)")
     keys = [b for b in blocks if b.kind == "key"]
     certs = [b.obj for b in blocks if b.kind == "cert"]
 
@@ -84,8 +144,6 @@ def check_certificate_file(data: bytes, filename: str, now=None) -> None:
                 % position)
         signed = signer
 
-    now = _utc(now) if now is not None else datetime.datetime.now(
-        datetime.timezone.utc)
     problem = _validity_problem(leaf, now)
     if problem:
         raise Conflict("Certificate " + problem)
@@ -94,15 +152,111 @@ def check_certificate_file(data: bytes, filename: str, now=None) -> None:
         if problem:
             raise Conflict("Chain certificate %d %s" % (position, problem))
 
-    cn = _common_name(leaf)
-    if cn is None:
-        raise Conflict("Certificate has no common name")
-    expected = filename_for_common_name(cn)
-    if filename != expected:
-        raise Conflict(
-            "Filename does not match the certificate's common name "
-            "(expected %s)" % _one_line(expected))
+    if filename is not None:
+        cn = _common_name(leaf)
+        if cn is None:
+            raise Conflict("Certificate has no common name")
+        expected = filename_for_common_name(cn)
+        if filename != expected:
+            raise Conflict(
+                "Filename does not match the certificate's common name "
+                "(expected %s)" % _one_line(expected))
     check_with_openssl(data)
+    return leaf
+
+
+def _check_ca_certificates(certs, now):
+    """Every certificate of a CA file a CA's (basicConstraints CA:TRUE), in its validity."""
+    from cryptography import x509
+
+    for position, cert in enumerate(certs, 1):
+        try:
+            constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            constraints = None
+        except Exception:  # a malformed extension: not something OpenSSL would trust either
+            raise Conflict(_NOT_PEM) from None
+        if constraints is None or not constraints.ca:
+            # A leaf without its key is the common mistake: the original's
+            # wording first, which clients match on.
+            raise Conflict("No RSA key found (and certificate %d is not a CA certificate: no "
+                           "basicConstraints CA:TRUE; a file without a key holds CA "
+                           "certificates only)" % position)
+        problem = _validity_problem(cert, now)
+        if problem:
+            raise Conflict("CA certificate %d %s" % (position, problem))
+
+
+def _check_crls(crls, ca_files, now):
+    """Every CRL in its validity (this update <= now < next update) and signed
+    by a CA certificate of one of the instance's stored CA files."""
+    issuers = [cert for data in ca_files for cert in stored_ca_certificates(data)]
+    for position, crl in enumerate(crls, 1):
+        this_update, next_update = _crl_time(crl, "last_update"), _crl_time(crl, "next_update")
+        if now < this_update:
+            raise Conflict("CRL %d is not yet valid (its this-update is in the future)"
+                           % position)
+        if next_update is not None and now >= next_update:
+            raise Conflict("CRL %d has expired (its next-update has passed)" % position)
+        if not any(_crl_signed_by(crl, issuer) for issuer in issuers):
+            raise Conflict("CRL %d was not signed by a CA certificate of this instance's CA "
+                           "files (issuer %s)" % (position, _one_line(crl.issuer.rfc4514_string())))
+
+
+def stored_ca_certificates(data):
+    """The CA certificates of a stored file that is a CA file, else []."""
+    try:
+        blocks = _read_blocks(data)
+    except Conflict:
+        return []
+    if not blocks or any(block.kind != "cert" for block in blocks):
+        return []
+    return [block.obj for block in blocks]
+
+
+def _crl_signed_by(crl, issuer):
+    if crl.issuer != issuer.subject:
+        return False
+    try:
+        return crl.is_signature_valid(issuer.public_key())
+    except Exception:  # a key type or algorithm this cryptography cannot check
+        return False
+
+
+def _crl_time(crl, name):
+    aware = getattr(crl, name + "_utc", None)  # cryptography 42 and later
+    if aware is not None:
+        return aware
+    value = getattr(crl, name)
+    return None if value is None else value.replace(tzinfo=datetime.timezone.utc)
+
+
+def _names_of(cert):
+    """The CN and the DNS and IP subject alternative names, normalised."""
+    import ipaddress
+
+    from cryptography import x509
+
+    names = set()
+    cn = _common_name(cert)
+    if cn:
+        names.add(_normal_name(cn))
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return names
+    names.update(_normal_name(n) for n in san.get_values_for_type(x509.DNSName))
+    names.update(str(ipaddress.ip_address(a)) for a in san.get_values_for_type(x509.IPAddress))
+    return names
+
+
+def _normal_name(name):
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(name.strip("[]")))
+    except ValueError:
+        return name.lower().rstrip(".")
 
 
 # What OpenSSL (at Debian 12's security level 2) says, in the contract's words.
@@ -119,11 +273,11 @@ _OPENSSL_REASONS = {
 }
 
 
-def check_with_openssl(data: bytes) -> None:
+def check_with_openssl(data: bytes, as_ca_file=False) -> None:
     """Load the bundle the way haproxy and stunnel will: with the system's
     OpenSSL (Python's ssl module links the same libssl 3 on Debian 12, with the
     same security level). What it refuses, the daemons would refuse at reload,
-    with a far less useful message."""
+    with a far less useful message. as_ca_file: load it as trusted CAs."""
     import os
     import ssl
     import tempfile
@@ -136,7 +290,10 @@ def check_with_openssl(data: bytes) -> None:
             file.write(data)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
-            context.load_cert_chain(path)
+            if as_ca_file:
+                context.load_verify_locations(path)
+            else:
+                context.load_cert_chain(path)
         except ssl.SSLError as error:
             reason = getattr(error, "reason", None) or ""
             if reason in _OPENSSL_REASONS:
@@ -185,7 +342,7 @@ def _parse_block(label, body):
 
     if label == "ENCRYPTED PRIVATE KEY":
         raise Conflict(_ENCRYPTED)
-    if label not in KEY_LABELS and label != CERT_LABEL:
+    if label not in KEY_LABELS and label not in (CERT_LABEL, CRL_LABEL):
         raise Conflict(_NOT_PEM)
 
     headers, payload = _split_headers(body)
@@ -212,6 +369,13 @@ def _parse_block(label, body):
         except Exception:
             raise Conflict(_NOT_PEM) from None
         return _Block("cert", cert)
+    if label == CRL_LABEL:
+        try:
+            crl = x509.load_der_x509_crl(der)
+            crl.issuer, crl.signature_hash_algorithm  # parsed lazily: refuse bad ones here
+        except Exception:
+            raise Conflict("File contains a CRL that does not parse") from None
+        return _Block("crl", crl)
     try:
         return _Block("key", load_der_private_key(der, password=None))
     except UnsupportedAlgorithm:

@@ -42,16 +42,32 @@ def delete_config(config, instance_id, service):
 
 
 def put_certificate(config, instance_id, filename, data):
+    """A key + certificate file, a CA file or a CRL (certcheck.check_upload)."""
     from . import services
-    from .certcheck import check_certificate_file  # cryptography: only uploads pay for it
+    from .certcheck import check_upload  # cryptography: only uploads pay for it
 
     within_limit(data, config, "certificate")
-    check_certificate_file(data, filename)
     instance = Instance(config.state_dir, instance_id)
+    # Before the lock, which makes the instance's folder: a refused upload
+    # leaves nothing behind. (A CA file deleted meanwhile would have to go
+    # while no config uses it, and a CRL is only read beside one.)
+    check_upload(data, filename, ca_files=_other_files(instance, filename))
     with instance_lock(instance, create=True):
         return services.replace_file(
             instance, instance.certificate(filename), data, config, mode=0o600,
             certificate=config.flag("daemons", "swap_certificates"))
+
+
+def _other_files(instance, filename):
+    """The bytes of the instance's other stored files without a key (a CRL's
+    possible issuers)."""
+    found = []
+    for name in instance.certificate_names():
+        if name != filename:
+            data = files.read(instance.certificate(name))
+            if data is not None and b"PRIVATE KEY-----" not in data:
+                found.append(data)
+    return found
 
 
 def delete_certificate(config, instance_id, filename):

@@ -319,6 +319,21 @@ class Appliance:
             return list(UNCHANGED)
         return self.request("PUT", _certificate_path(instance, filename), pem).lines
 
+    def put_ca_file(self, instance, filename, pem, force=False):
+        """Upload a CA file (CA certificates only) or a CRL (X509 CRL blocks
+        only; its issuer must be in one of the instance's CA files) under any
+        valid filename: the same URL and skip logic as put_certificate. A
+        running haproxy takes it without a reload."""
+        return self.put_certificate(instance, filename, pem, force=force)
+
+    def put_api_certificate(self, pem):
+        """Replace the appliance API's own certificate: key + certificate +
+        chain, naming the appliance's management address or host name. The
+        answer's lines once lighttpd serves it to new connections; Conflict
+        (409) and the old one still served otherwise. Keep connections to
+        this appliance open across it: they finish on the old certificate."""
+        return self.request("PUT", "/certificate", _bytes(pem)).lines
+
     def certificate_digest(self, instance, filename):
         """The SHA-256 (hex) of the stored certificate file, from its ETag; None if absent."""
         try:

@@ -29,6 +29,15 @@ DEFAULTS = {
         # Space-separated client certificate CNs allowed in; empty means any
         # certificate signed by the controller CA.
         "allowed_client_names": "",
+        # The API's own certificate and key (lighttpd's ssl.pemfile), which
+        # PUT /certificate replaces; lighttpd's pid file, to which it then
+        # sends SIGUSR1 (a graceful restart: requests in flight finish).
+        "certificate_file": "/etc/appliance-api/pki/server.pem",
+        "lighttpd_pid_file": "/run/lighttpd.pid",
+        # Space-separated names a new API certificate may name (CN or a
+        # subject alternative name) besides management_address and the host
+        # name: e.g. the DNS name the controller reaches this appliance by.
+        "certificate_names": "",
     },
     "paths": {
         "state_dir": "/var/lib/appliance-api",
@@ -40,6 +49,7 @@ DEFAULTS = {
         "iptables": "/usr/sbin/iptables",
         "ip6tables": "/usr/sbin/ip6tables",
         "keepalived": "/usr/sbin/keepalived",
+        "lighttpd": "/usr/sbin/lighttpd",
     },
     "daemons": {
         # Seconds to wait for a daemon to start or to take a reload.
@@ -93,6 +103,11 @@ DEFAULTS = {
         # to the answer's last byte), seconds per run.
         "ca_file": "/etc/appliance-api/pki/ca.pem",
         "client_certificate": "/etc/appliance-api/pki/sync-client.pem",
+        # Space-separated client certificate CNs of this pair's nodes' sync
+        # identities (each node's client_certificate): the only clients a
+        # GET of a key + certificate file answers with its private key. A
+        # controller's CN never belongs here.
+        "peer_client_names": "",
         "port": "443",
         "timeout": "5",
         "budget": "60",

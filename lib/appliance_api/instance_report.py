@@ -38,22 +38,61 @@ def describe(instance, config):
 
 
 def certificate_facts(data):
-    """CN and expiry of the leaf (the first certificate after the key)."""
+    """What a stored TLS file is ("key and certificate", "CA file", "CRL"),
+    its first certificate's CN (a CRL's issuer), and when it runs out: the
+    leaf's notAfter, the earliest CA's, or the earliest CRL's next update."""
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
-    marker = b"-----BEGIN CERTIFICATE-----"
-    try:
-        certificate = x509.load_pem_x509_certificate(data[data.index(marker):])
-    except ValueError:
-        return {"cn": None, "expires": None, "days_left": None}
-    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    expires = getattr(certificate, "not_valid_after_utc", None) or \
-        certificate.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+    from .certcheck import CA_FILE, CRL_FILE, KEY_PAIR
+
     now = datetime.datetime.now(datetime.timezone.utc)
-    return {"cn": names[0].value if names else None,
-            "expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "days_left": (expires - now).days}
+    unreadable = {"kind": None, "cn": None, "expires": None, "days_left": None, "count": 0}
+    if b"-----BEGIN X509 CRL-----" in data:
+        try:
+            crls = [x509.load_pem_x509_crl(block) for block in _blocks(data, b"X509 CRL")]
+        except ValueError:
+            return unreadable
+        ends = [_aware(crl, "next_update") for crl in crls]
+        ends = [end for end in ends if end is not None]
+        expires = min(ends) if ends else None
+        names = crls[0].issuer.get_attributes_for_oid(NameOID.COMMON_NAME) if crls else []
+        kind, count = CRL_FILE, len(crls)
+    else:
+        try:
+            certificates = [x509.load_pem_x509_certificate(block)
+                            for block in _blocks(data, b"CERTIFICATE")]
+        except ValueError:
+            return unreadable
+        if not certificates:
+            return unreadable
+        kind = KEY_PAIR if b"PRIVATE KEY-----" in data else CA_FILE
+        counted = certificates[:1] if kind == KEY_PAIR else certificates
+        expires = min(_aware(certificate, "not_valid_after") for certificate in counted)
+        names = certificates[0].subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        count = len(counted)
+    return {"kind": kind, "cn": names[0].value if names else None, "count": count,
+            "expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ") if expires else None,
+            "days_left": (expires - now).days if expires else None}
+
+
+def _blocks(data, label):
+    begin, end = b"-----BEGIN %s-----" % label, b"-----END %s-----" % label
+    found, position = [], data.find(begin)
+    while position >= 0:
+        stop = data.index(end, position) + len(end)
+        found.append(data[position:stop])
+        position = data.find(begin, stop)
+    return found
+
+
+def _aware(item, name):
+    """A certificate's or CRL's time as an aware UTC datetime (cryptography
+    42 has *_utc; older releases the naive UTC value); None if it has none."""
+    value = getattr(item, name + "_utc", None) or getattr(item, name)
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.timezone.utc)
+    return value
 
 
 def as_text(report):
@@ -80,13 +119,18 @@ def as_text(report):
     lines.append("custom 503    %s" % ("yes" if report["custom503"] else "no"))
     lines.append("certificates  %s" % ("" if report["certificates"] else "-"))
     for certificate in report["certificates"]:
-        if certificate["expires"] is None:
+        if certificate["kind"] is None:
             lines.append("  %s  (no certificate readable in it)" % certificate["name"])
             continue
         left = certificate["days_left"]
-        lines.append("  %s  CN=%s  expires %s (%s)" % (
-            certificate["name"], certificate["cn"], certificate["expires"],
-            "EXPIRED" if left < 0 else "%d days left" % left))
+        what = {"CA file": "CA file of %d, first CN=%s" % (certificate["count"],
+                                                          certificate["cn"]),
+                "CRL": "CRL, %d, issuer CN=%s" % (certificate["count"], certificate["cn"])}.get(
+            certificate["kind"], "CN=%s" % certificate["cn"])
+        runs_out = "no next update" if left is None else "%s %s (%s)" % (
+            "next update" if certificate["kind"] == "CRL" else "expires",
+            certificate["expires"], "EXPIRED" if left < 0 else "%d days left" % left)
+        lines.append("  %s  %s  %s" % (certificate["name"], what, runs_out))
     return lines
 
 

@@ -98,6 +98,11 @@ def appliance_lock_path(state_dir):
     return os.path.join(state_dir, "appliance.lock")
 
 
+def api_certificate_lock_path(state_dir):
+    """Held by PUT /certificate from its check to lighttpd serving the new file."""
+    return os.path.join(state_dir, "api-certificate.lock")
+
+
 def topology_path(state_dir):
     return os.path.join(state_dir, "topology.json")
 

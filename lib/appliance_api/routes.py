@@ -12,6 +12,7 @@ from .layout import (CERTIFICATE_NAME, INSTANCE_ID, SERVICES, is_certificate_nam
 ROUTES = [
     ("GET",    "/status",                                      "status:get_status"),
     ("GET",    "/service_status",                              "status:get_service_status"),
+    ("PUT",    "/certificate",                                 "api_certificate:put_api_certificate"),
     ("GET",    "/topology",                                    "topology:get_topology"),
     ("POST",   "/topology",                                    "topology:post_topology"),
     ("GET",    "/manifest",                                    "manifest:get_manifest"),

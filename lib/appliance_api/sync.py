@@ -79,6 +79,10 @@ class Remote:
         except (OSError, http.client.HTTPException, ValueError):
             self.close()
             raise
+        if response.getheader("X-Private-Key") == "withheld":  # handlers/certificates.py
+            raise SyncFailed("the active node withheld the private key of %s: add this node's "
+                             "sync name (the CN of its [sync] client_certificate) to the active "
+                             "node's [sync] peer_client_names" % path)
         return response.status, body
 
     def close(self):

@@ -103,6 +103,38 @@ def api(tmp_path_factory, pki):
 
 
 @pytest.fixture
+def private_site(tmp_path, pki):
+    """A site like `api`'s on its own port with its own copy of the PKI, for a
+    test that changes the API's own certificate or CA file: start(ca_pem=...)
+    starts its lighttpd (optionally trusting other controller CAs), stopped at
+    the end."""
+    import shutil
+
+    folder = str(tmp_path / "site")
+    own_pki = str(tmp_path / "pki")
+    shutil.copytree(pki.dir, own_pki)
+    port = free_port_on_both()
+    lighttpd_conf = devsite.write_site(folder, ["127.0.0.1"], port, own_pki, sys.executable)
+    paths = types.SimpleNamespace(ca=os.path.join(own_pki, "ca.pem"),
+                                  client=os.path.join(own_pki, "client.pem"),
+                                  server=os.path.join(own_pki, "server.pem"))
+    started = []
+
+    def start(ca_pem=None):
+        if ca_pem is not None:
+            with open(paths.ca, "wb") as file:
+                file.write(ca_pem)
+        process = devsite.start_lighttpd(lighttpd_conf, "127.0.0.1", port)
+        started.append(process)
+        return Api(folder, port, paths, process)
+
+    yield types.SimpleNamespace(start=start, pki=paths, folder=folder, port=port)
+    for process in started:
+        if process.poll() is None:
+            devsite.stop_lighttpd(process)
+
+
+@pytest.fixture
 def instance_id(api):
     """A fresh instance id; whatever the test made of it is deleted through the API."""
     instance = str(uuid.uuid4())

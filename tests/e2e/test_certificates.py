@@ -106,7 +106,9 @@ def test_get_etag_and_delete_rules(api, tls_instance):
     etag = '"%s"' % hashlib.sha256(content).hexdigest()
     assert ("etag: %s" % etag) in reply.body.lower()
     assert reply.content_type == "application/x-pem-file"
-    assert reply.body.endswith(content.decode())
+    # The key stays on the appliance: the certificate only, the ETag the stored file's.
+    assert "PRIVATE KEY" not in reply.body
+    assert reply.body.endswith(content[content.index(b"-----BEGIN CERTIFICATE"):].decode())
     reply = api.delete(url)
     assert (reply.status, reply.body) == (409, "Certificate is in use by the stunnel configuration\n")
     assert os.path.exists(stored)

@@ -321,7 +321,9 @@ def test_an_unchanged_certificate_is_not_sent_again(api, appliance, instance_id)
         hashlib.sha256(first).hexdigest()
     assert appliance.put_certificate(instance_id, "localhost.pem", first) == list(UNCHANGED)
     assert appliance.put_certificate(instance_id, "localhost.pem", second) == ["OK"]
-    assert appliance.get_certificate(instance_id, "localhost.pem") == second
+    # The controller's GET: the certificate, never the key; the digest still the stored file's.
+    assert appliance.get_certificate(instance_id, "localhost.pem") == \
+        second[second.index(b"-----BEGIN CERTIFICATE"):]
 
     path = "/instances/%s/certificates/localhost.pem" % instance_id
     lines = api.wait_access_log('"GET %s HTTP/1.1" 200' % path)
@@ -331,6 +333,8 @@ def test_an_unchanged_certificate_is_not_sent_again(api, appliance, instance_id)
         ("HEAD", "200"),                  # the same bytes: no PUT
         ("HEAD", "200"), ("PUT", "201"),  # changed: sent
         ("GET", "200")]
+    assert appliance.certificate_digest(instance_id, "localhost.pem") == \
+        hashlib.sha256(second).hexdigest()
     assert appliance.delete_certificate(instance_id, "localhost.pem") == ["OK"]
     assert appliance.certificate_digest(instance_id, "localhost.pem") is None
 

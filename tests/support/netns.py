@@ -300,13 +300,19 @@ def shared_pki(folder, addresses):
     with open(os.path.join(folder, "ca.key"), "rb") as file:
         ca_key = serialization.load_pem_private_key(file.read(), password=None)
     pki_tool.write_private(os.path.join(folder, "sync-client.pem"), pki_tool.pem_bundle(
-        *pki_tool.make_leaf(ca_cert, ca_key, "appliance-sync", client=True)))
+        *pki_tool.make_leaf(ca_cert, ca_key, SYNC_NAME, client=True)))
     return folder
 
 
+SYNC_NAME = "appliance-sync"  # the CN of shared_pki's sync-client.pem
+
+
 def sync_settings(pki, port=8443):
+    """[sync] for a node of a pair sharing shared_pki's PKI: the peer's sync
+    identity may read private keys (both nodes use the same one)."""
     return {"ca_file": os.path.join(pki, "ca.pem"),
-            "client_certificate": os.path.join(pki, "sync-client.pem"), "port": str(port)}
+            "client_certificate": os.path.join(pki, "sync-client.pem"), "port": str(port),
+            "peer_client_names": SYNC_NAME}
 
 
 def haproxy_config(*binds, extra_global="", extra_frontend="", answer="vip-ok"):

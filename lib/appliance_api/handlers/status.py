@@ -36,12 +36,23 @@ def get_status(request):
         "topology": stored["topology"],
         "role": appliance.role(config, stored, active),
         "topology_status": topology.status(config.state_dir, stored),
+        "api_certificate_days_left": _api_certificate_days_left(config),
     }
     if stored["topology"] == "ACTIVE-STANDBY":
         from ..sync_state import status_keys
 
         body.update(status_keys(config.state_dir))
     return Response(json.dumps(body), content_type="application/json")
+
+
+def _api_certificate_days_left(config):
+    """Whole days the API's own certificate has left (null if unreadable):
+    read by a DER walk, not cryptography, to keep /status cheap."""
+    import time
+
+    from ..certdates import days_left
+
+    return days_left(config.get("api", "certificate_file"), time.time())
 
 
 def get_service_status(request):

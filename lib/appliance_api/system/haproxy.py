@@ -169,42 +169,54 @@ class Haproxy(Daemon):
     # config raises it); a bigger certificate bundle goes by reload instead.
     RUNTIME_PAYLOAD_LIMIT = 15000
 
+    _LOADED_KEYS = {"cert": "certificates", "ca-file": "ca_files", "crl-file": "crl_files"}
+    _KIND_NAMES = {"cert": "certificate", "ca-file": "CA file", "crl-file": "CRL"}
+
     def replace_certificate(self, path, pem):
-        """Serve a new certificate without a reload, through haproxy's runtime
-        API (`set ssl cert` and `commit ssl cert` on the worker, by the master
-        CLI): no listener moves, no connection is touched. The answer's line;
-        None when this haproxy does not hold the file as a certificate of its
-        own (then a reload must read it); DaemonFailed when haproxy refuses
-        it, its memory unchanged.
+        """Serve a new certificate, CA file or CRL without a reload, through
+        haproxy's runtime API (`set ssl cert|ca-file|crl-file` and `commit`
+        on the worker, by the master CLI; haproxy 2.6 takes all three): no
+        listener moves, no connection is touched, the next handshake uses
+        it. The answer's line; None when this haproxy does not hold the file
+        as exactly one of them (then a reload must read it); DaemonFailed
+        when haproxy refuses it, its memory unchanged.
 
         The caller has checked that key and certificate match: haproxy 2.6
         breaks live connections when it refuses a commit for a mismatch."""
         process = self.process()
         loaded = self.loaded_certificates()
-        if process is None or loaded is None or path not in loaded["certificates"] \
-                or path in loaded["ca_files"]:
-            return None  # a reload reads it (a CA file swapped as a certificate would not)
+        if process is None or loaded is None:
+            return None
+        # What haproxy holds the file as decides the runtime command; a file
+        # it holds as two things (or as none) is read by a reload.
+        held_as = [kind for kind in ("cert", "ca-file", "crl-file")
+                   if path in loaded[self._LOADED_KEYS[kind]]]
+        if len(held_as) != 1:
+            return None
+        kind = held_as[0]
         # Between blocks only blank lines can stand, and one ends the payload.
         payload = "".join(line + "\n" for line in pem.decode("ascii", "replace").splitlines()
                           if line.strip())
-        command = "@1 set ssl cert %s <<\n%s" % (path, payload)  # the CLI adds the empty line
+        command = "@1 set ssl %s %s <<\n%s" % (kind, path, payload)  # the CLI adds the empty line
         if len(command) > self.RUNTIME_PAYLOAD_LIMIT:
             return None
-        # One transaction per haproxy: close the one a killed request left.
-        for open_path in loaded["transactions"]:
-            master_cli(self.instance.dir, "@1 abort ssl cert %s" % open_path)
+        # One transaction per haproxy and kind: close the one a killed request left.
+        for open_kind, open_path in loaded["transactions"]:
+            master_cli(self.instance.dir, "@1 abort ssl %s %s" % (open_kind, open_path))
         answer = master_cli(self.instance.dir, command, timeout=self.start_timeout)
-        if answer is None or not answer.startswith(("Transaction created",
-                                                    "Transaction updated")):
+        # "Transaction created for certificate ..." / "... for CA ..." / "... for CRL ...":
+        # haproxy 2.6 writes the CA and CRL ones in lower case.
+        if answer is None or not answer.lower().startswith(("transaction created",
+                                                            "transaction updated")):
             # Nothing live has changed: a reload decides (a payload past a
             # smaller tune.bufsize, haproxy's parser disagreeing with ours).
-            master_cli(self.instance.dir, "@1 abort ssl cert %s" % path)
+            master_cli(self.instance.dir, "@1 abort ssl %s %s" % (kind, path))
             return None
-        answer = master_cli(self.instance.dir, "@1 commit ssl cert %s" % path,
+        answer = master_cli(self.instance.dir, "@1 commit ssl %s %s" % (kind, path),
                             timeout=self.start_timeout)
         if answer is None or "\nSuccess!" not in answer:
-            master_cli(self.instance.dir, "@1 abort ssl cert %s" % path)
-            failure = "haproxy refused the certificate"
+            master_cli(self.instance.dir, "@1 abort ssl %s %s" % (kind, path))
+            failure = "haproxy refused the %s" % self._KIND_NAMES[kind]
             self.record_outcome("failed: %s" % failure)
             raise DaemonFailed(failure, (answer or "no answer").strip())
         message = "%s daemon for %s took %s without a reload (pid %d)" % (
@@ -231,12 +243,11 @@ class Haproxy(Daemon):
 
     def loaded_certificates(self):
         """What the running worker holds, or None when its CLI does not answer:
-        {"certificates": [path], "transactions": [path of an open one],
-        "ca_files": [CA and CRL files]}."""
-        found = {"certificates": [], "transactions": [], "ca_files": []}
-        for command, key in (("show ssl cert", "certificates"), ("show ssl ca-file", "ca_files"),
-                             ("show ssl crl-file", "ca_files")):
-            answer = master_cli(self.instance.dir, "@1 " + command)
+        {"certificates": [path], "ca_files": [path], "crl_files": [path],
+        "transactions": [(kind, path) of an open one]}."""
+        found = {"certificates": [], "transactions": [], "ca_files": [], "crl_files": []}
+        for kind, key in self._LOADED_KEYS.items():
+            answer = master_cli(self.instance.dir, "@1 show ssl " + kind)
             if answer is None:
                 return None
             section = None
@@ -244,8 +255,8 @@ class Haproxy(Daemon):
                 line = line.strip()
                 if line.startswith("#"):
                     section = line.strip("# ")
-                elif line and key == "certificates" and section == "transaction":
-                    found["transactions"].append(line.lstrip("*"))
+                elif line and section == "transaction":
+                    found["transactions"].append((kind, line.lstrip("*").split(" - ")[0]))
                 elif line and line.startswith("/"):
                     found[key].append(line.split(" - ")[0])
         return found

@@ -18,13 +18,29 @@ import os
 import time
 
 from . import files
-from ..layout import appliance_lock_path
+from ..layout import api_certificate_lock_path, appliance_lock_path
 
 
 @contextlib.contextmanager
 def appliance_lock(state_dir):
     """Hold the appliance-wide lock (the state folder must exist)."""
-    fd = os.open(appliance_lock_path(state_dir), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with _file_lock(appliance_lock_path(state_dir)):
+        yield
+
+
+@contextlib.contextmanager
+def api_certificate_lock(state_dir):
+    """One replacement of the API's own certificate at a time; a SIGTERM
+    waits until lighttpd serves the new file or the old one is back."""
+    from .signals import terminate_after_change
+
+    with terminate_after_change(), _file_lock(api_certificate_lock_path(state_dir)):
+        yield
+
+
+@contextlib.contextmanager
+def _file_lock(path):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
