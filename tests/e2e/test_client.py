@@ -18,8 +18,8 @@ from .conftest import devsite, pki_tool
 from .helpers import (ACCESS_LINE, Api, daemons_under, eventually, free_port, haproxy_template,
                       http_get)
 
-from appliance_api.client import (UNCHANGED, Busy, Cluster, ClusterFailed, Conflict,
-                                  InvalidRequest, NotFound, TooLarge)
+from appliance_api.client import (UNCHANGED, ApiBusy, Cluster, ClusterFailed, ApiConflict,
+                                  ApiInvalidRequest, ApiNotFound, ApiTooLarge)
 from appliance_api.layout import change_slot_path, topology_lock_path
 
 PAGE = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\r\nback soon\n"
@@ -70,7 +70,7 @@ def pair(api, second_site):
 def _delete_if_present(appliance, instance):
     try:
         appliance.delete_instance(instance)
-    except NotFound:
+    except ApiNotFound:
         pass
 
 
@@ -156,7 +156,7 @@ def test_every_read_parses_the_apis_answers(api, appliance, instance_id, backend
 
     assert appliance.delete_config(instance_id, "haproxy") == [
         "OK", "haproxy daemon %s killed." % instance_id]
-    with pytest.raises(NotFound):
+    with pytest.raises(ApiNotFound):
         appliance.get_config(instance_id, "haproxy")
 
 
@@ -170,7 +170,7 @@ def test_custom503_and_delete_instance(appliance, instance_id):
     assert appliance.put_custom503(instance_id, PAGE) == ["OK"]
     assert appliance.get_custom503(instance_id) == PAGE.encode()
     assert appliance.delete_custom503(instance_id) == ["OK"]
-    with pytest.raises(NotFound):
+    with pytest.raises(ApiNotFound):
         appliance.get_custom503(instance_id)
     appliance.put_custom503(instance_id, PAGE)
     assert appliance.delete_instance(instance_id) == ["OK"]
@@ -180,31 +180,31 @@ def test_custom503_and_delete_instance(appliance, instance_id):
 # --- errors ------------------------------------------------------------------------------
 
 def test_errors_carry_the_apis_status_reason_and_detail(appliance, instance_id):
-    with pytest.raises(InvalidRequest) as raised:
+    with pytest.raises(ApiInvalidRequest) as raised:
         appliance.instance_exists("not-an-instance")
     assert (raised.value.status, raised.value.reason) == (403, "Invalid Request")
 
-    with pytest.raises(NotFound) as raised:
+    with pytest.raises(ApiNotFound) as raised:
         appliance.get_config(instance_id, "stunnel")
     assert (raised.value.status, raised.value.reason) == (404, "Not Found")
 
-    with pytest.raises(Conflict) as raised:
+    with pytest.raises(ApiConflict) as raised:
         appliance.put_config(instance_id, "haproxy", "global\n    no-such-keyword\n")
     assert (raised.value.status, raised.value.reason) == (409, "Invalid configuration")
     assert "no-such-keyword" in raised.value.detail
 
-    with pytest.raises(Conflict) as raised:
+    with pytest.raises(ApiConflict) as raised:
         appliance.put_certificate(instance_id, "localhost.pem", b"garbage\n")
     assert raised.value.reason == "File contains data that is not a PEM key or certificate"
 
-    with pytest.raises(TooLarge) as raised:
+    with pytest.raises(ApiTooLarge) as raised:
         appliance.put_custom503(instance_id, PAGE + "x" * 16384)
     assert (raised.value.status, raised.value.detail) == (
         413, "Limit for this resource: 16384 bytes")
 
 
 def test_a_refused_topology_names_each_bad_parameter_and_changes_nothing(appliance):
-    with pytest.raises(Conflict) as raised:
+    with pytest.raises(ApiConflict) as raised:
         appliance.set_topology("ACTIVE-STANDBY", routing_mode="SIDEWAYS", role="PRIMARY",
                                all_ips=["10.0.0.2", "nonsense"], secret="pairsecr")
     assert raised.value.reason == "Invalid request"
@@ -303,7 +303,7 @@ def test_busy_past_max_wait_is_the_answer(api, instance_id):
     held = hold_locks([topology_lock_path(api.state_dir)])
     try:
         with api.client(max_wait=1) as appliance:
-            with pytest.raises(Busy) as raised:
+            with pytest.raises(ApiBusy) as raised:
                 appliance.put_custom503(instance_id, PAGE)
     finally:
         os.close(held[0])
@@ -356,7 +356,7 @@ def test_a_change_reaches_every_appliance(pair, backend):
 def test_a_change_the_primary_refuses_touches_no_other_appliance(pair, second_site):
     result = pair.apply("put_config", pair.instance, "haproxy", "global\n    no-such-keyword\n")
     assert not result.ok
-    assert isinstance(result[0].error, Conflict)
+    assert isinstance(result[0].error, ApiConflict)
     assert result[0].error.reason == "Invalid configuration"
     assert result[1].skipped
     secondary = pair.secondaries[0]
@@ -378,7 +378,7 @@ def test_a_secondary_that_fails_is_reported_and_the_primary_keeps_the_change(pai
         holder.close()
     assert [node.ok for node in result] == [True, False]
     error = result[1].error
-    assert isinstance(error, Conflict) and "bind" in error.detail.lower(), error
+    assert isinstance(error, ApiConflict) and "bind" in error.detail.lower(), error
     assert http_get(port)[2] == backend.body  # the primary still serves it
     with pytest.raises(ClusterFailed) as raised:
         result.raise_for_failures()

@@ -17,9 +17,9 @@ import pytest
 
 import pki as pki_tool  # tools/pki.py (conftest puts tools/ on sys.path)
 from appliance_api import client
-from appliance_api.client import (UNCHANGED, ApiError, Appliance, Busy, Cluster, ClusterFailed,
-                                  Conflict, ConnectionFailed, InstanceStatus, InvalidRequest,
-                                  NotFound, ServerError, ServiceState, TooLarge,
+from appliance_api.client import (UNCHANGED, ApiError, Appliance, ApiBusy, Cluster, ClusterFailed,
+                                  ApiConflict, ConnectionFailed, InstanceStatus, ApiInvalidRequest,
+                                  ApiNotFound, ApiServerError, ServiceState, ApiTooLarge,
                                   parse_service_status)
 
 INSTANCE = "7e9f91eb-b3e6-4e3b-a1a7-d6f7fdc1de7c"
@@ -167,8 +167,8 @@ def test_service_status_refuses_a_layout_it_does_not_know(line):
 # --- errors ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("status, kind", [
-    (403, InvalidRequest), (404, NotFound), (409, Conflict), (413, TooLarge),
-    (500, ServerError), (503, Busy), (400, ApiError), (504, ApiError)])
+    (403, ApiInvalidRequest), (404, ApiNotFound), (409, ApiConflict), (413, ApiTooLarge),
+    (500, ApiServerError), (503, ApiBusy), (400, ApiError), (504, ApiError)])
 def test_each_status_raises_its_error_with_reason_and_detail(appliance_server, status, kind):
     appliance_server.answers = [(status, "Invalid configuration\nline 3: bad\nline 4: worse\n",
                                  {"Retry-After": "2"})]
@@ -180,13 +180,13 @@ def test_each_status_raises_its_error_with_reason_and_detail(appliance_server, s
         (status, "Invalid configuration", "line 3: bad\nline 4: worse")
     assert str(error) == "PUT /instances/%s/haproxy on 127.0.0.1:%d: %d Invalid configuration" \
         "\nline 3: bad\nline 4: worse" % (INSTANCE, appliance_server.port, status)
-    if kind is Busy:
+    if kind is ApiBusy:
         assert error.retry_after == 2
 
 
 def test_an_html_page_from_lighttpd_gives_the_status_phrase(appliance_server):
     appliance_server.answers = [(413, "<html>too big</html>", {"Content-Type": "text/html"})]
-    with pytest.raises(TooLarge) as raised:
+    with pytest.raises(ApiTooLarge) as raised:
         appliance_server.client().put_custom503(INSTANCE, "x" * 100)
     assert (raised.value.reason, raised.value.detail) == ("Request Entity Too Large", "")
 
@@ -250,7 +250,7 @@ def test_writes_send_their_bodies_and_return_the_answers_lines(appliance_server)
 
 def test_path_segments_are_quoted(appliance_server):
     appliance_server.answers = [(403, "Invalid Request\n")]
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(ApiInvalidRequest):
         appliance_server.client().get_config("../status", "haproxy")
     assert appliance_server.seen[0].path == "/instances/..%2Fstatus/haproxy"
 
@@ -375,7 +375,7 @@ def test_a_delete_whose_answer_was_lost_is_done_when_the_retry_finds_nothing(app
     assert [seen.method for seen in appliance_server.seen] == ["DELETE", "DELETE"]
     # Without a lost answer, a 404 is a 404.
     appliance_server.answers = [(404, "Not Found\n")]
-    with pytest.raises(NotFound):
+    with pytest.raises(ApiNotFound):
         appliance.delete_instance(INSTANCE)
 
 
@@ -408,7 +408,7 @@ def test_another_threads_lost_answer_does_not_make_a_404_delete_done(appliance_s
     def delete_other():
         try:
             outcome["b"] = appliance.delete_instance(OTHER)
-        except NotFound as error:
+        except ApiNotFound as error:
             outcome["b"] = error
 
     first = threading.Thread(target=lambda: outcome.update(a=appliance.delete_instance(INSTANCE)))
@@ -422,7 +422,7 @@ def test_another_threads_lost_answer_does_not_make_a_404_delete_done(appliance_s
     first.join(10)
     second.join(10)
     assert outcome["a"] == ["OK"]
-    assert isinstance(outcome["b"], NotFound), outcome["b"]
+    assert isinstance(outcome["b"], ApiNotFound), outcome["b"]
     assert [seen.path for seen in appliance_server.seen][1:] == [
         "/instances/" + INSTANCE, "/instances/" + INSTANCE, "/instances/" + OTHER]
 
@@ -441,9 +441,9 @@ def test_the_idle_check_works_past_descriptor_1024():
     high = socket.socket(fileno=fcntl.fcntl(ours.fileno(), fcntl.F_DUPFD_CLOEXEC, 1500))
     try:
         assert high.fileno() >= 1500
-        assert client._closed_by_peer(high) is False
+        assert client.appliance._closed_by_peer(high) is False
         theirs.close()  # the peer's close: readable (EOF)
-        assert client._closed_by_peer(high) is True
+        assert client.appliance._closed_by_peer(high) is True
     finally:
         high.close()
         ours.close()
@@ -482,7 +482,7 @@ def test_a_refused_connection_is_retried_with_doubling_waits(pki, retries, metho
     assert raised.value.attempts == 4
     delays = [delay for _request, _reason, delay in retries]
     for delay, base in zip(delays, (0.01, 0.02, 0.04)):
-        assert base <= delay <= base * (1 + client.JITTER)
+        assert base <= delay <= base * (1 + client.appliance.JITTER)
     assert len(delays) == 3
 
 
@@ -516,13 +516,13 @@ def test_retry_after_is_honoured(appliance_server, retries):
     assert time.monotonic() - started >= 1
     [(_request, reason, delay)] = retries
     assert reason == "503 Cluster transition in progress"
-    assert delay >= 1 and delay <= 1 + client.JITTER  # the server's Retry-After, not the 0.01 s backoff
+    assert delay >= 1 and delay <= 1 + client.appliance.JITTER  # the server's Retry-After, not the 0.01 s backoff
     assert [seen.method for seen in appliance_server.seen] == ["DELETE", "DELETE"]
 
 
 def test_retries_are_bounded_in_number(appliance_server):
     appliance_server.answers = [(503, "Busy\n", {"Retry-After": "0"})] * 5
-    with pytest.raises(Busy):
+    with pytest.raises(ApiBusy):
         appliance_server.client(retries=2).delete_instance(INSTANCE)
     assert len(appliance_server.seen) == 3
 
@@ -531,7 +531,7 @@ def test_retries_are_bounded_in_time(appliance_server, retries):
     """A wait that would end past max_wait is not started: the 503 is the answer."""
     appliance_server.answers = [(503, "Cluster transition in progress\n", {"Retry-After": "5"})]
     started = time.monotonic()
-    with pytest.raises(Busy) as raised:
+    with pytest.raises(ApiBusy) as raised:
         appliance_server.client(max_wait=1).put_custom503(INSTANCE, "x")
     assert time.monotonic() - started < 0.9
     assert raised.value.retry_after == 5
@@ -541,9 +541,9 @@ def test_retries_are_bounded_in_time(appliance_server, retries):
 def test_other_errors_are_not_retried(appliance_server):
     appliance_server.answers = [(409, "Invalid configuration\n"), (500, "Internal error\n")]
     appliance = appliance_server.client()
-    with pytest.raises(Conflict):
+    with pytest.raises(ApiConflict):
         appliance.put_config(INSTANCE, "haproxy", "x")
-    with pytest.raises(ServerError):
+    with pytest.raises(ApiServerError):
         appliance.instances()
     assert len(appliance_server.seen) == 2
 
@@ -564,7 +564,7 @@ class Node:
             self.barrier.wait()  # returns only once every secondary is inside at once
         self.events.append(("end", self.name))
         if self.fails:
-            raise Conflict(409, "Invalid configuration", "line 1: no", "PUT x on " + self.name)
+            raise ApiConflict(409, "Invalid configuration", "line 1: no", "PUT x on " + self.name)
         return ["OK"]
 
     def close(self):
@@ -588,7 +588,7 @@ def test_a_failed_primary_stops_the_change():
     primary, secondary = Node("primary", events, fails=True), Node("second", events)
     result = Cluster([primary, secondary]).apply("put_config", INSTANCE, "haproxy", "x")
     assert not result.ok
-    assert isinstance(result[0].error, Conflict) and not result[0].skipped
+    assert isinstance(result[0].error, ApiConflict) and not result[0].skipped
     assert result[1].skipped and secondary.calls == []
     with pytest.raises(ClusterFailed) as raised:
         result.raise_for_failures()
@@ -604,7 +604,7 @@ def test_a_failed_secondary_is_reported_and_undoes_nothing():
     result = Cluster([primary, failing, fine]).apply(
         lambda node, template: node.put_config(INSTANCE, "haproxy", template), "x")
     assert [node.ok for node in result] == [True, False, True]
-    assert result.failures == [result[1]] and isinstance(result[1].error, Conflict)
+    assert result.failures == [result[1]] and isinstance(result[1].error, ApiConflict)
     assert result[2].value == ["OK"]
     assert primary.calls == [(INSTANCE, "haproxy", "x")]  # once: nothing undone
     with pytest.raises(ClusterFailed, match="^second: PUT x on second: 409"):

@@ -1,25 +1,8 @@
-"""The controller's client for the appliance API.
-
-    appliance = Appliance("10.0.0.2", ca="ca.pem", cert="controller.pem")
-    appliance.put_config(instance, "haproxy", template)
-
-    pair = Cluster([Appliance("10.0.0.2", ...), Appliance("10.0.0.3", ...)])
-    pair.apply("put_config", instance, "haproxy", template).raise_for_failures()
-
-One `Appliance` is one keep-alive mutual-TLS connection, a method per
-endpoint returning parsed results, typed errors carrying the API's reason and
-detail, and bounded retries with backoff where a retry is safe. `Cluster`
-sends a change to the primary first, then to the others at once.
-
-Standard library only: it runs on the controller. HTTP/1.1 only (http.client);
-the appliance's lighttpd has HTTP/2 turned off on purpose (README, "The HTTP
-edge").
-"""
+"""Appliance: one keep-alive mutual-TLS connection to one appliance's API,
+a method per endpoint, typed errors, bounded retries where a retry is safe."""
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import functools
 import hashlib
 import http.client
 import json
@@ -32,10 +15,13 @@ import threading
 import time
 import urllib.parse
 
+from .errors import ERRORS, ApiBusy, ApiError, ApiNotFound, ConnectionFailed
+
+
 # Methods that may be sent again when an answer was lost: twice ends as once.
 # A PUT stores the same bytes again (an identical certificate or 503 page
 # answers 201 without a reload); a DELETE finds nothing the second time, so
-# a DELETE whose first answer was lost can raise NotFound for a delete that
+# a DELETE whose first answer was lost can raise ApiNotFound for a delete that
 # did happen.
 IDEMPOTENT = frozenset(["GET", "HEAD", "PUT", "DELETE"])
 # What put_certificate returns when the appliance already holds the same bytes.
@@ -48,74 +34,6 @@ INSTANCE_LINE = re.compile(r"(?P<id>\S+) +(?P<state>OK|DEGRADED|DOWN)")
 SERVICE_LINE = re.compile(r"  (?P<name>\S+) +(?:running \(pid (?P<pid>\d+)\)|stopped)")
 
 
-class ClientError(Exception):
-    """Anything this module raises about an appliance."""
-
-
-class ApiError(ClientError):
-    """The appliance answered with an error status. `reason` is the first
-    line of the body (the API's one-line reason), `detail` the other lines
-    (a checker's output, one line per bad parameter)."""
-
-    def __init__(self, status, reason, detail="", request=""):
-        super().__init__(status, reason, detail)
-        self.status = status
-        self.reason = reason
-        self.detail = detail
-        self.request = request
-
-    def __str__(self):
-        text = "%d %s" % (self.status, self.reason)
-        if self.request:
-            text = "%s: %s" % (self.request, text)
-        return text + ("\n" + self.detail if self.detail else "")
-
-
-class InvalidRequest(ApiError):
-    """403: a URL, method or client the API does not serve."""
-
-
-class NotFound(ApiError):
-    """404."""
-
-
-class Conflict(ApiError):
-    """409: the upload is unusable (a refused config or certificate); nothing changed."""
-
-
-class TooLarge(ApiError):
-    """413: over the API's size limit for that resource."""
-
-
-class ServerError(ApiError):
-    """500: the API could not do its job."""
-
-
-class Busy(ApiError):
-    """503: over the change cap, or a cluster transition runs. Nothing
-    changed; `retry_after` is the seconds the appliance asked us to wait."""
-
-    def __init__(self, status, reason, detail="", request="", retry_after=None):
-        super().__init__(status, reason, detail, request)
-        self.retry_after = retry_after
-
-
-ERRORS = {403: InvalidRequest, 404: NotFound, 409: Conflict, 413: TooLarge, 500: ServerError}
-
-
-class ConnectionFailed(ClientError):
-    """No answer from the appliance, after the retries the request allowed."""
-
-    def __init__(self, reason, request="", attempts=1):
-        super().__init__(reason)
-        self.reason = reason
-        self.request = request
-        self.attempts = attempts
-
-    def __str__(self):
-        text = "%s: %s" % (self.request, self.reason) if self.request else self.reason
-        return text + (" (%d attempts)" % self.attempts if self.attempts > 1 else "")
-
 
 class _NotSent(Exception):
     """The connection could not be opened: the appliance saw nothing."""
@@ -127,6 +45,8 @@ class _NoAnswer(Exception):
 
 class _Hopeless(Exception):
     """No retry mends it: a TLS refusal, an appliance silent past the timeout."""
+
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,7 +166,7 @@ class Appliance:
     def instance_exists(self, instance):
         try:
             self.request("GET", _path("instances", instance))
-        except NotFound:
+        except ApiNotFound:
             return False
         return True
 
@@ -329,7 +249,7 @@ class Appliance:
     def put_api_certificate(self, pem):
         """Replace the appliance API's own certificate: key + certificate +
         chain, naming the appliance's management address or host name. The
-        answer's lines once lighttpd serves it to new connections; Conflict
+        answer's lines once lighttpd serves it to new connections; ApiConflict
         (409) and the old one still served otherwise. Keep connections to
         this appliance open across it: they finish on the old certificate."""
         return self.request("PUT", "/certificate", _bytes(pem)).lines
@@ -338,7 +258,7 @@ class Appliance:
         """The SHA-256 (hex) of the stored certificate file, from its ETag; None if absent."""
         try:
             answer = self.request("HEAD", _certificate_path(instance, filename))
-        except NotFound:
+        except ApiNotFound:
             return None
         etag = answer.headers.get("etag", "")
         return (etag[2:] if etag.startswith("W/") else etag).strip('"') or None
@@ -347,7 +267,7 @@ class Appliance:
         return self.request("GET", _certificate_path(instance, filename)).body
 
     def delete_certificate(self, instance, filename):
-        """Conflict (409) while a stored config reads the certificate."""
+        """ApiConflict (409) while a stored config reads the certificate."""
         return self.request("DELETE", _certificate_path(instance, filename)).lines
 
     # --- topology ------------------------------------------------------------------------
@@ -404,7 +324,7 @@ class Appliance:
                     return Answer(200, answer.headers, b"OK\nalready deleted: the answer to "
                                   b"an earlier attempt was lost\n")
                 failure = _error(answer, request)
-                if not isinstance(failure, Busy):
+                if not isinstance(failure, ApiBusy):
                     raise failure
                 delay = failure.retry_after
             if delay is None:
@@ -497,7 +417,7 @@ def _error(answer, request):
     reason = lines[0] if lines else http.client.responses.get(answer.status, "Error")
     detail = "\n".join(lines[1:])
     if answer.status == 503:
-        return Busy(answer.status, reason, detail, request,
+        return ApiBusy(answer.status, reason, detail, request,
                     _seconds(answer.headers.get("retry-after")))
     return ERRORS.get(answer.status, ApiError)(answer.status, reason, detail, request)
 
@@ -527,124 +447,3 @@ def _bytes(content):
 
 # --- clusters ------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class NodeResult:
-    """One appliance's part of a cluster call: ok and its value, or its error;
-    neither when it was not attempted (the primary failed first)."""
-    appliance: object
-    ok: bool = False
-    value: object = None
-    error: object = None
-
-    @property
-    def skipped(self):
-        return not self.ok and self.error is None
-
-
-class ClusterFailed(ClientError):
-    def __init__(self, result):
-        super().__init__(result.summary())
-        self.result = result
-
-
-class ClusterResult:
-    """[NodeResult], the primary first."""
-
-    def __init__(self, results):
-        self.results = list(results)
-
-    def __iter__(self):
-        return iter(self.results)
-
-    def __len__(self):
-        return len(self.results)
-
-    def __getitem__(self, index):
-        return self.results[index]
-
-    @property
-    def ok(self):
-        return all(result.ok for result in self.results)
-
-    @property
-    def failures(self):
-        return [result for result in self.results if result.error is not None]
-
-    @property
-    def values(self):
-        return [result.value for result in self.results]
-
-    def summary(self):
-        lines = ["%s: %s" % (_name(result.appliance), result.error) for result in self.failures]
-        skipped = [_name(result.appliance) for result in self.results if result.skipped]
-        if skipped:
-            lines.append("not attempted (the primary failed): %s" % ", ".join(skipped))
-        return "\n".join(lines) or "every appliance succeeded"
-
-    def raise_for_failures(self):
-        """ClusterFailed (carrying this result) unless every appliance succeeded."""
-        if not self.ok:
-            raise ClusterFailed(self)
-        return self
-
-
-class Cluster:
-    """The appliances of one cluster, the primary first.
-
-    An operation is a method name of Appliance ("put_config") or a callable
-    taking the appliance first; both get the call's other arguments.
-    """
-
-    def __init__(self, appliances):
-        self.appliances = list(appliances)
-        if not self.appliances:
-            raise ValueError("a cluster needs at least one appliance")
-
-    @property
-    def primary(self):
-        return self.appliances[0]
-
-    @property
-    def secondaries(self):
-        return self.appliances[1:]
-
-    def apply(self, operation, *args, **kwargs):
-        """A change: the primary first; if it fails, no other appliance is
-        touched. Then the others at once, each on its own. A secondary's
-        failure is reported and undoes nothing on the primary: the change is
-        the same on every node, so the controller repeats it there."""
-        first = _run(self.primary, operation, args, kwargs)
-        if not first.ok:
-            return ClusterResult([first] + [NodeResult(node) for node in self.secondaries])
-        return ClusterResult([first] + _run_all(self.secondaries, operation, args, kwargs))
-
-    def gather(self, operation, *args, **kwargs):
-        """Every appliance at once (reads)."""
-        return ClusterResult(_run_all(self.appliances, operation, args, kwargs))
-
-    def close(self):
-        for appliance in self.appliances:
-            appliance.close()
-
-
-def _run(appliance, operation, args, kwargs):
-    """Any exception is that appliance's result: one node's surprise must not
-    hide what the others did. raise_for_failures raises it again."""
-    call = getattr(appliance, operation) if isinstance(operation, str) else \
-        functools.partial(operation, appliance)
-    try:
-        return NodeResult(appliance, True, call(*args, **kwargs))
-    except Exception as error:
-        return NodeResult(appliance, error=error)
-
-
-def _run_all(appliances, operation, args, kwargs):
-    if not appliances:
-        return []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(appliances)) as pool:
-        futures = [pool.submit(_run, node, operation, args, kwargs) for node in appliances]
-        return [future.result() for future in futures]
-
-
-def _name(appliance):
-    return getattr(appliance, "name", None) or repr(appliance)
