@@ -176,13 +176,20 @@ class Machine:
         return self.boot(timeout)
 
     def kill(self):
-        """SIGKILL to PID 1 inside ends every process of the machine (its pid namespace)."""
-        if self.leader:
-            try:
-                os.kill(self.leader, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.process.wait(30)
+        """SIGKILL to PID 1 inside ends every process of the machine (its pid
+        namespace); systemd-nspawn then exits. Killing nspawn alone would
+        leave the machine running, orphaned."""
+        for pid in (self.leader, self.process.pid):
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    self.process.wait(10)
+                    return
+                except subprocess.TimeoutExpired:
+                    continue
 
     def close(self):
         try:
@@ -196,7 +203,11 @@ class Machine:
             remove_cgroups(self.cgroups)
 
     def __enter__(self):
-        self.boot()
+        try:
+            self.boot()
+        except BaseException:
+            self.close()  # the overlay and the groups, even for a machine that never came up
+            raise
         return self
 
     def __exit__(self, *exc_info):

@@ -116,11 +116,20 @@ def test_a_killed_haproxy_master_serves_again_without_any_api_call(machine):
 
 
 def test_a_reboot_brings_every_tenant_back_serving_without_any_api_call(machine):
+    """...and the poweroff before it is not taken for crashes: once the
+    supervisor is being stopped, no daemon is started again."""
     put_tenant(machine, TENANT_A, 8001)
     put_tenant(machine, TENANT_B, 8002)
     machine.reboot()
     assert serves(machine, TENANT_A, 8001, timeout=10), machine.journal("-b", "-n", "40")
     assert serves(machine, TENANT_B, 8002, timeout=1)
+    shutdown = machine.journal("-b", "-1", "-o", "cat").splitlines()
+    stopping = [n for n, line in enumerate(shutdown)
+                if line.startswith("Stopping appliance-api-supervisor.service")]
+    assert stopping, shutdown[-40:]
+    started_late = [line for line in shutdown[stopping[0]:]
+                    if line.startswith("Started appliance-") and ".scope" in line]
+    assert started_late == []
 
 
 def test_no_boot_of_the_appliance_leaves_a_left_over_process_in_the_journal(machine):
