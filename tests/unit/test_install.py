@@ -20,8 +20,9 @@ def test_installed_tree_serves_and_lighttpd_accepts_its_config(tmp_path):
     assert "@" not in drop_in
     assert "ExecStartPre=-/usr/sbin/octctl --config /etc/appliance-api/appliance-api.ini " \
         "reconcile" in drop_in
-    # Restarting lighttpd must not kill the tenants' daemons it started.
-    assert "\nKillMode=process\n" in drop_in
+    # The tenants' daemons live in scopes of their own, not in lighttpd's
+    # group: nothing there to hide from systemd. SIGINT reaches lighttpd alone.
+    assert "\nKillMode=mixed\n" in drop_in and "\nKillMode=process" not in drop_in
     assert "\nKillSignal=SIGINT\n" in drop_in  # lighttpd's graceful stop
     assert os.readlink(dest / "usr" / "sbin" / "octctl") == "../lib/appliance-api/bin/octctl"
     assert (root / "bin" / "octctl").stat().st_mode & 0o111
@@ -32,7 +33,15 @@ def test_installed_tree_serves_and_lighttpd_accepts_its_config(tmp_path):
     sync_service = (dest / "lib/systemd/system/appliance-api-sync.service").read_text()
     assert "ExecStart=/usr/sbin/octctl --config /etc/appliance-api/appliance-api.ini sync" \
         in sync_service
-    assert "\nKillMode=process\n" in sync_service  # the daemons a sync starts outlive it
+    assert "\nKillMode=mixed\n" in sync_service and "\nKillMode=process" not in sync_service
+    supervisor = (dest / "lib/systemd/system/appliance-api-supervisor.service").read_text()
+    assert "ExecStart=/usr/sbin/octctl --config /etc/appliance-api/appliance-api.ini supervise" \
+        in supervisor and "\nType=notify\n" in supervisor and "\nRestart=always\n" in supervisor
+    assert "\nKillMode" not in supervisor  # its group holds the supervisor alone
+    assert os.readlink(dest / "etc/systemd/system/multi-user.target.wants/"
+                       "appliance-api-supervisor.service") \
+        == "/lib/systemd/system/appliance-api-supervisor.service"  # enabled: runs from boot
+    assert (dest / "lib/systemd/system/appliance-tenants.slice").exists()
     assert "net.ipv4.ip_nonlocal_bind = 1" in (
         dest / "etc" / "sysctl.d" / "60-appliance-api.conf").read_text()
     assert (dest / "etc" / "logrotate.d" / "appliance-api").read_text().count(
@@ -89,7 +98,8 @@ def test_installed_systemd_units_pass_systemd_analyze(tmp_path):
     shutil.copytree(dest / "lib/systemd/system", units)
     shutil.copy("/lib/systemd/system/lighttpd.service", units)  # what the drop-in extends
     unit_paths = [str(units / name) for name in
-                  ["lighttpd.service", "appliance-api-sync.service", "appliance-api-sync.timer"]]
+                  ["lighttpd.service", "appliance-api-sync.service", "appliance-api-sync.timer",
+                   "appliance-api-supervisor.service", "appliance-tenants.slice"]]
     verify = subprocess.run(["systemd-analyze", "verify", "--man=no"] + unit_paths,
                             env=dict(os.environ, SYSTEMD_UNIT_PATH="%s:" % units),
                             cwd=str(units), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
