@@ -208,6 +208,12 @@ class Supervisor:
     # A restart ---------------------------------------------------------
 
     def _restart(self, key):
+        from .system.commands import system_stopping
+
+        if system_stopping():
+            with self.lock:
+                self.queued.discard(key)
+            return  # the shutdown stops it: not a crash
         try:
             if key == KEEPALIVED:
                 self._restart_keepalived()

@@ -12,6 +12,7 @@ import time
 from . import sharedstate, topology
 from .layout import vrrp_dir
 from .system import files
+from .system.commands import in_scope
 from .system.locks import appliance_lock
 from .system.network import Network
 from .pair import octctl_command, render
@@ -22,7 +23,10 @@ def start_worker(config, lock_fd):
     log = os.path.join(vrrp_dir(config.state_dir), "transition.log")
     os.makedirs(os.path.dirname(log), mode=0o700, exist_ok=True)
     with open(log, "ab") as output:
-        subprocess.Popen(octctl_command(config, "topology-apply", "--lock-fd", str(lock_fd)),
+        # In a scope of its own under systemd: it must outlive the CGI that
+        # starts it, and lighttpd's stop (KillMode=mixed) must not cut it.
+        subprocess.Popen(in_scope(octctl_command(config, "topology-apply", "--lock-fd",
+                                                 str(lock_fd)), "appliance-topology"),
                          stdin=subprocess.DEVNULL, stdout=output, stderr=output,
                          pass_fds=(lock_fd,), start_new_session=True)
 

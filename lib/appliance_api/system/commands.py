@@ -132,6 +132,20 @@ def systemd_is_init():
     return os.path.isdir("/run/systemd/system") and os.access(SYSTEMD_RUN, os.X_OK)
 
 
+def system_stopping():
+    """Whether systemd is taking the machine down (or into another target):
+    a daemon that exits now is being stopped, not crashing."""
+    if not systemd_is_init():
+        return False
+    try:
+        state = subprocess.run(["/usr/bin/systemctl", "is-system-running"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=5,
+                               env=CLEAN_ENVIRONMENT).stdout.decode().strip()
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return state == "stopping"
+
+
 def in_scope(argv, scope):
     """argv run in a new scope named after scope (a unique suffix: the old
     scope of a crashed daemon may linger while its last processes drain)."""
@@ -140,8 +154,12 @@ def in_scope(argv, scope):
     import time
 
     unit = "%s-%x.scope" % (scope, time.time_ns() & 0xffffffff)
+    # Delegate=yes: systemd moves a process into a scope later (the daemon's
+    # tee, _join_scope) only for a delegated one ("Process migration not
+    # available on non-delegated units").
     return [SYSTEMD_RUN, "--scope", "--quiet", "--collect", "--slice=" + SLICE,
-            "--unit=" + unit, "--description=appliance-api " + scope, "--"] + list(argv)
+            "--unit=" + unit, "--property=Delegate=yes",
+            "--description=appliance-api " + scope, "--"] + list(argv)
 
 
 def _join_scope(pid, *joining):
