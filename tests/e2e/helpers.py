@@ -316,3 +316,10 @@ class Supervisor:
             self.process.terminate()
             self.process.wait(10)
         self.log.close()
+
+
+def served_certificate(upload):
+    """What GET of an uploaded key + certificate file answers a controller:
+    the certificate and its chain, the key left out (the ETag stays the
+    stored file's)."""
+    return upload[upload.index(b"-----BEGIN CERTIFICATE-----"):]

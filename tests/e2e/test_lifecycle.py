@@ -13,7 +13,8 @@ import uuid
 import pytest
 
 from .helpers import (accepts, eventually, free_port, haproxy_template, http_get,
-                      listening_socket, live_children, pid_gone, process_of, stunnel_template)
+                      listening_socket, live_children, pid_gone, process_of, served_certificate,
+                      stunnel_template)
 
 
 def started_pid(line, service, instance, verb="started"):
@@ -208,7 +209,7 @@ def test_stunnel_in_front_of_haproxy(api, lb, listener_pki):
     stored = os.path.join(lb.dir, "certificates", "localhost.pem")
     assert os.stat(stored).st_mode & 0o777 == 0o600
     assert api.get("/instances/%s/certificates/localhost.pem" % lb.id).body.encode() == \
-        listener_pki.upload
+        served_certificate(listener_pki.upload)
 
     tls_port = free_port()
     reply = api.put("/instances/%s/stunnel" % lb.id, stunnel_template(tls_port, lb.port))

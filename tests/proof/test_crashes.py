@@ -22,7 +22,7 @@ import pytest
 
 from e2e.conftest import pki  # noqa: F401  (session fixture)
 from e2e.helpers import (CURL_TIMEOUT, WRITE_OUT, Reply, accepts, daemons_under, eventually,
-                         free_port, http_get, pid_gone)
+                         free_port, http_get, pid_gone, served_certificate)
 
 from . import figures
 from .lighttpd_site import (haproxy_template, cgi_processes, leftover_temporaries, listener_bundles, read_bytes,
@@ -169,7 +169,7 @@ def test_kill_mid_put_certificate(sites):
         assert ok, "trial %d" % trial
         if old is not None:
             assert os.stat(stored).st_mode & 0o777 == 0o600
-            assert fast.get(path).body.encode() == old
+            assert fast.get(path).body.encode() == served_certificate(old)
         else:
             assert fast.get(path).status == 404
         # No daemon runs here: none can be behind, none is named as such.

@@ -37,7 +37,8 @@ from hypothesis import given, note, settings, strategies as st
 
 from appliance_api.app import make_application
 from appliance_api.configscan import haproxy_words
-from appliance_api.layout import CERTIFICATE_NAME, INSTANCE_ID, Instance
+from appliance_api.layout import (CERTIFICATE_NAME, COUNTERS_NAME, INSTANCE_ID, STOPPED_NAME,
+                                  Instance)
 from appliance_api.routes import ROUTES, compile_pattern, match
 from appliance_api.system.daemons import daemon_for
 
@@ -62,7 +63,8 @@ PAGE = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n\r\nsor
 INSTANCE_FILES = {"lock", "haproxy.cfg", "haproxy.rendered.cfg", "haproxy.pid", "haproxy.log",
                   "stunnel.conf", "stunnel.rendered.conf", "stunnel.pid", "stunnel.log",
                   "custom503.http", "certificates", "master.sock", "haproxy.outcome",
-                  "stunnel.outcome", "stunnel.listeners", "reload.pending"}
+                  "stunnel.outcome", "stunnel.listeners", "reload.pending", COUNTERS_NAME,
+                  STOPPED_NAME}
 
 
 # ---------------------------------------------------------------------------
