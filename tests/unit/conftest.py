@@ -81,3 +81,13 @@ def fake_daemons(tmp_path):
     for process in started:
         os.killpg(process.pid, 9)
         process.wait()
+
+
+def hold_in_another_process(path):
+    """A child holding path's lock until its stdin closes."""
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys; fd = os.open(%r, os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()") % path],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
