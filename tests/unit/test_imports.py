@@ -1,7 +1,8 @@
 """The import graph of lib/appliance_api, read from the source (every
 import, function-local ones included, and app's call of each handler the
 routing table names): no cycle, and system/ imports nothing above itself
-but layout (which only names paths). A function-local import is for
+but layout (which only names paths) and configread (which only reads config
+lines). A function-local import is for
 start-up cost, never to hide a cycle."""
 import ast
 import os
@@ -88,8 +89,12 @@ def test_the_import_graph_has_no_cycle():
     assert cycles(import_graph()) == []
 
 
-def test_system_imports_nothing_above_itself_but_layout():
-    allowed = {PACKAGE + ".layout"}
+def test_system_imports_nothing_above_itself_but_layout_and_configread():
+    """layout names paths, configread reads config lines: leaves, importing
+    nothing of the package (checked below), that system/ may stand on."""
+    allowed = {PACKAGE + ".layout", PACKAGE + ".configread"}
+    graph = import_graph()
+    assert {leaf: sorted(graph[leaf]) for leaf in allowed} == {leaf: [] for leaf in allowed}
     upward = {module: sorted(other for other in imported
                              if not other.startswith(PACKAGE + ".system") and other not in allowed)
               for module, imported in import_graph().items()

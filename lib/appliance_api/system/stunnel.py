@@ -11,6 +11,7 @@ import time
 
 from . import commands, files, processes
 from .daemon import Daemon, DaemonFailed
+from ..configread import stunnel_line
 from ..layout import STUNNEL_LISTENERS_NAME as LISTENERS_NAME
 
 
@@ -114,13 +115,13 @@ class Stunnel(Daemon):
         with open(self.rendered_path, encoding="utf-8", errors="replace") as file:
             lines = file.read().splitlines()
         for line in lines:
-            stripped = line.strip()
-            if stripped.startswith("["):
-                section = stripped[1:].split("]")[0]
-            elif "=" in stripped and not stripped.startswith((";", "#")):
-                key, value = (part.strip() for part in stripped.split("=", 1))
-                if key.lower() != "accept":
-                    continue
+            read = stunnel_line(line)
+            if read is None:
+                continue
+            if read[0] == "section":
+                section = read[1]
+            elif read[1] == "accept":
+                value = read[2]
                 if section is None:
                     return None
                 host, _, port = value.rpartition(":")
@@ -201,11 +202,13 @@ def _global_debug_level(text):
     """The level of the global section's `debug = [facility.]level` (default 5)."""
     level = 5
     for line in text.splitlines():
-        if line.lstrip().startswith("["):
+        read = stunnel_line(line)
+        if read is None:
+            continue
+        if read[0] == "section":
             break
-        key, equals, value = line.partition("=")
-        if equals and key.strip() == "debug":
-            value = value.split(";")[0].strip().rpartition(".")[2].lower()
+        if read[1] == "debug":
+            value = read[2].rpartition(".")[2].lower()
             level = int(value) if value.isdigit() else STUNNEL_LEVELS.get(value, level)
     return level
 
