@@ -33,7 +33,7 @@ def _read_names(path):
     try:
         with open(path, "rb") as file:
             named = file.read().decode("ascii", "replace").split()
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # missing, or not a file (edited by hand): names nothing
         return set()
     return set(named) & set(SERVICES)
 
@@ -142,7 +142,9 @@ def _converge(instance, config, start_dead):
         if not os.path.exists(instance.template(service)):
             left_behind.discard(service)  # its config is gone: nothing to run
             continue
-        if service in stopped or (service not in marked and not start_dead):
+        if service in stopped and service not in marked:
+            continue  # stopped on purpose (a mark too: a new config PUT, killed half-way)
+        if service not in marked and not start_dead:
             continue
         daemon = daemon_for(service, instance, config)
         if service not in marked and daemon.process() is not None:
@@ -151,6 +153,8 @@ def _converge(instance, config, start_dead):
         try:
             outcome.ran(service, daemon.apply())
             left_behind.discard(service)
+            if service in stopped:
+                started_by_operator(instance, service)
         except DaemonFailed as failure:
             outcome.failure("%s daemon for %s still does not run its stored files: %s" % (
                 service, instance.id, failure), service)

@@ -36,27 +36,35 @@ KEEPALIVED = ("", "keepalived")  # the appliance's own daemon, beside (instance 
 
 
 class BackOff:
-    """When a daemon that keeps exiting may be started again."""
+    """When a daemon that keeps exiting may be started again: `burst` starts
+    are free, then each waits twice as long after the last start as the one
+    before (1 s up to max_delay). Only a run of `window` seconds or more
+    (from its start to its exit, time spent waiting aside) makes it healthy
+    again."""
 
     def __init__(self, burst=3, window=30.0, max_delay=60.0):
         self.burst, self.window, self.max_delay = burst, window, max_delay
-        self.starts, self.delay, self.failure = [], 0.0, None
+        self.count, self.delay, self.last_start, self.failure = 0, 0.0, None, None
+        self.running = False  # started by us, and no exit seen since
         self.waiting = False  # down, and its next start is not due yet
 
     def next_start(self, now):
         """The monotonic time from which a start is allowed."""
-        recent = [t for t in self.starts if now - t < self.window]
-        if len(recent) < self.burst:
+        if self.count < self.burst:
             return now
-        return self.starts[-1] + self.delay
+        return self.last_start + self.delay
 
     def started(self, now):
-        self.waiting = False
-        if self.starts and now - self.starts[-1] >= self.window:
-            self.starts, self.delay = [], 0.0  # it ran a whole window: healthy
-        self.starts = [t for t in self.starts if now - t < self.window] + [now]
-        if len(self.starts) >= self.burst:
+        self.waiting, self.running = False, True
+        self.count, self.last_start = self.count + 1, now
+        if self.count >= self.burst:
             self.delay = min(self.max_delay, self.delay * 2 if self.delay else 1.0)
+
+    def exited(self, now):
+        """It was seen gone (once per run): healthy again if it ran a window."""
+        if self.running and now - self.last_start >= self.window:
+            self.count, self.delay = 0, 0.0
+        self.running = False
 
 
 class Supervisor:
@@ -121,33 +129,67 @@ class Supervisor:
         self.stopping.set()
 
     def scan(self):
-        """Watch every running daemon; queue those that should run and do not."""
-        from .health import changing, running_pid
-
+        """Watch every running daemon; queue those that should run and do not.
+        One instance's trouble (a file where a folder belongs, a folder gone
+        mid-scan) is logged and the scan goes on; so does the next one."""
         now = time.monotonic()
         seen = set()
-        for instance in existing_instances(self.config.state_dir, snapshot=True):
-            for service in instance.configured_services():
-                key = (instance.id, service)
-                seen.add(key)
-                pid = running_pid(instance, service)
-                if pid is not None:
-                    self._watch(key, pid)
-                elif not changing(instance) and self._wanted(instance, service):
-                    self._queue(key, now)
+        try:
+            instances = existing_instances(self.config.state_dir, snapshot=True)
+        except OSError as error:
+            self.log("supervisor: the state folder cannot be read: %s" % error)
+            instances = []
+        for instance in instances:
+            try:
+                self._scan_instance(instance, now, seen)
+            except Exception as error:
+                self.log("supervisor: %s: %s: %s" % (instance.id, type(error).__name__, error))
+        try:
+            self._scan_keepalived(now, seen)
+        except Exception as error:
+            self.log("supervisor: keepalived: %s: %s" % (type(error).__name__, error))
+        with self.lock:
+            for key in [k for k in self.watched if k not in seen]:
+                self._unwatch(key)
+            for key in [k for k in self.backoff if k not in seen]:
+                del self.backoff[key]  # its config is gone
+        try:
+            self._write_status(now)
+        except OSError as error:  # a full disk: the figures wait, the watch goes on
+            self.log("supervisor: supervisor.json not written: %s" % error)
+
+    def _scan_instance(self, instance, now, seen):
+        from .health import changing, running_pid
+
+        for service in instance.configured_services():
+            key = (instance.id, service)
+            seen.add(key)
+            pid = running_pid(instance, service)
+            if pid is not None:
+                self._watch(key, pid)
+            elif not changing(instance) and self._wanted(instance, service):
+                self._found_down(key, now)
+
+    def _scan_keepalived(self, now, seen):
         pid = self._keepalived_pid()
         if pid is not None:
             seen.add(KEEPALIVED)
             self._watch(KEEPALIVED, pid)
         elif self._keepalived_wanted():
             seen.add(KEEPALIVED)
-            self._queue(KEEPALIVED, now)
+            self._found_down(KEEPALIVED, now)
+
+    def _found_down(self, key, now):
+        """A daemon that should run, found not running by a scan (no pidfd saw
+        it go: it died while a change held the lock, or before we watched it)."""
         with self.lock:
-            for key in [k for k in self.watched if k not in seen]:
-                self._unwatch(key)
-            for key in [k for k in self.backoff if k not in seen]:
-                del self.backoff[key]  # its config is gone
-        self._write_status(now)
+            backoff = self.backoff.get(key)
+            fresh = (backoff is None or backoff.running) and key not in self.queued
+            if backoff is not None:
+                backoff.exited(now)
+        if fresh:
+            self.log("supervisor: %s found not running" % _name(key))
+        self._queue(key, now)
 
     def wait(self, timeout):
         """Sleep until timeout, or until a watched daemon exits (then queue it)."""
@@ -163,11 +205,17 @@ class Supervisor:
                         continue
                     pid = self.watched[key][0]
                     self._unwatch(key)
+                    now = time.monotonic()
+                    if key in self.backoff:
+                        self.backoff[key].exited(now)
                 self.log("supervisor: %s exited (pid %d)" % (_name(key), pid))
-                self._queue(key, time.monotonic())
+                self._queue(key, now)
 
     def _watch(self, key, pid):
         with self.lock:
+            backoff = self.backoff.get(key)
+            if backoff is not None:
+                backoff.waiting = False  # it runs (whoever started it)
             if key in self.watched:
                 if self.watched[key][0] == pid:
                     return
@@ -187,6 +235,11 @@ class Supervisor:
         os.close(pidfd)
 
     def _queue(self, key, now):
+        if key != KEEPALIVED:
+            from .layout import Instance
+
+            if not self._wanted(Instance(self.config.state_dir, key[0]), key[1]):
+                return  # deleted or stopped on purpose: not a crash
         with self.lock:
             if key in self.queued:
                 return
@@ -233,8 +286,8 @@ class Supervisor:
         from .system.locks import instance_lock
 
         instance = Instance(self.config.state_dir, key[0])
-        with instance_lock(instance, create=False):
-            if not self._wanted(instance, key[1]):
+        with instance_lock(instance, create=False) as locked:
+            if not locked or not self._wanted(instance, key[1]):
                 return  # deleted, or stopped on purpose, while we waited
             daemon = daemon_for(key[1], instance, self.config)
             process = daemon.process()
@@ -283,10 +336,21 @@ class Supervisor:
         return pid
 
     def _keepalived_wanted(self):
-        from .topology import load, transition_running
+        """As sharedstate.converge decides it: the topology carried out is a
+        pair, this node is in it, and the API manages the network."""
+        from . import topology
+        from .sharedstate import plan_shared
 
-        return load(self.config.state_dir)["topology"] == "ACTIVE-STANDBY" and \
-            not transition_running(self.config.state_dir)
+        if not self.config.flag("network", "manage"):
+            return False
+        stored = topology.load(self.config.state_dir)
+        mode, target = plan_shared(stored, stored["status"] == topology.TRANSITION
+                                   and topology.transition_running(self.config.state_dir))
+        if mode != "pair":
+            return False
+        from .appliance import own_addresses
+
+        return topology.own_address(target, own_addresses(self.config)) is not None
 
     # What others read --------------------------------------------------
 
@@ -296,10 +360,10 @@ class Supervisor:
         daemons = {}
         with self.lock:
             for key, backoff in self.backoff.items():
-                if not backoff.starts:
+                if not backoff.count:
                     continue
-                entry = {"restarts": len(backoff.starts),
-                         "last_start": round(wall - (now - backoff.starts[-1]), 3)}
+                entry = {"restarts": backoff.count,
+                         "last_start": round(wall - (now - backoff.last_start), 3)}
                 if backoff.waiting:
                     entry["backing_off_until"] = round(wall + backoff.next_start(now) - now, 3)
                 if backoff.failure:

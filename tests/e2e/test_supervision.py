@@ -74,6 +74,7 @@ def restarted(site, tenant, service, old_pid, timeout=10):
 
 def test_a_killed_haproxy_and_stunnel_are_back_without_any_call(
         site, supervisor, tenant, listener_pki):
+    time.sleep(1.2)  # two scans (0.5 s apart): the supervisor watches the new tenant's pids
     for service in ("haproxy", "stunnel"):
         pid = site.service_pid(tenant.id, service)
         kill(pid)

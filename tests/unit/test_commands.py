@@ -51,3 +51,24 @@ def test_under_systemd_a_daemon_starts_in_a_scope_of_its_own(monkeypatch):
     assert unit.startswith("appliance-haproxy-x-") and unit.endswith(".scope")
     assert argv[argv.index("--") + 1:] == ["/usr/sbin/haproxy", "-f", "x.cfg"]
     assert commands.in_scope(["true"], None) == ["true"]  # no scope asked: none
+
+
+def test_handed_over_sockets_sit_on_3_and_up_with_the_daemons_own_pid(tmp_path):
+    import socket
+
+    listeners = [socket.socket(), socket.socket()]
+    try:
+        for listener in listeners:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+        script = ('echo "$LISTEN_FDS $LISTEN_PID $$"; '
+                  'for fd in 3 4; do readlink /proc/$$/fd/$fd; done')
+        result = commands.run(["/bin/sh", "-c", script], sockets=listeners)
+    finally:
+        for listener in listeners:
+            listener.close()
+    count, listen_pid, own_pid, first, second = result.output.split()
+    assert count == "2" and listen_pid == own_pid
+    assert first.startswith("socket:") and second.startswith("socket:") and first != second
+    with pytest.raises(MachineError):
+        commands.run(["/nonexistent/stunnel4"], sockets=[socket.socket()])

@@ -108,3 +108,15 @@ def test_pending_names_the_services_during_a_change_and_drops_them_after(world):
         with running.pending(instance, ["haproxy"]):
             raise RuntimeError("killed half-way, as far as the record knows")
     assert running.behind(instance) == {"haproxy"}  # left for catch_up
+
+
+def test_a_new_config_put_killed_half_way_ends_an_operators_stop(world, config):
+    """The stop record and a mark both: a config PUT stored files and was
+    killed before it ran them. A new config ends a stop: it runs."""
+    instance = world["instance"]
+    running.stopped_by_operator(instance, "haproxy")
+    with open(instance.reload_pending, "w") as file:
+        file.write("haproxy\n")
+    outcome = running.converge(instance, config)
+    assert outcome.caught_up == ["haproxy", "stunnel"]
+    assert running.stopped_on_purpose(instance) == set() and running.behind(instance) == set()

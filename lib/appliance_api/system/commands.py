@@ -46,15 +46,24 @@ def run(argv, timeout=30, stdin=None, cwd=None, sockets=(), confinement=None, sc
         cwd = None
     elif sockets:
         import fcntl
+        import sys
 
         fds = [sock.fileno() for sock in sockets]
         # A socket on 0-2 (a caller with closed stdio) would be replaced by
         # the child's stdio before the hand-over: a copy above 2 goes instead.
         moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in fds if fd < 3]
         copies = iter(moved)
-        # The environment is made in the child: LISTEN_PID is its own pid.
-        handover = {"preexec_fn": _listen_fds([fd if fd >= 3 else next(copies) for fd in fds]),
-                    "pass_fds": tuple(range(3, 3 + len(sockets)))}
+        fds = [fd if fd >= 3 else next(copies) for fd in fds]
+        program = argv[argv.index("--") + 1] if scope and argv[0] == SYSTEMD_RUN else argv[0]
+        if not os.access(program, os.X_OK):  # the exec step would only say it in a traceback
+            raise MachineError("Program not %s: %s" % (
+                "executable" if os.path.exists(program) else "found", program))
+        # A small exec step puts them on 3, 4, ... and sets LISTEN_PID to its
+        # own pid (the daemon's, after exec): no preexec_fn, which is not
+        # safe in a process with threads (the supervisor's).
+        argv = [sys.executable, "-I", "-S", "-c", HAND_OVER] + [str(fd) for fd in fds] + \
+            ["--"] + list(argv)
+        handover = {"env": CLEAN_ENVIRONMENT, "pass_fds": tuple(fds)}
     try:
         completed = subprocess.run(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
@@ -103,7 +112,8 @@ def spawn(argv, log_path, cwd=None, appender="/usr/bin/tee", scope=None):
                                       cwd=cwd, env=CLEAN_ENVIRONMENT)
             daemon.logger = logger  # done writing the log once the daemon is gone
             if scoped is not argv:
-                _join_scope(daemon.pid, logger.pid)
+                unit = next(word for word in scoped if word.startswith("--unit="))
+                _join_scope(daemon.pid, unit[len("--unit="):], logger.pid)
             return daemon
         except OSError as error:
             logger.kill()
@@ -162,25 +172,22 @@ def in_scope(argv, scope):
             "--description=appliance-api " + scope, "--"] + list(argv)
 
 
-def _join_scope(pid, *joining):
+def _join_scope(pid, unit, *joining):
     """Move joining (the daemon's tee) into pid's scope once systemd-run has
     made it: a tee left behind would be the left-over process systemd
     complains of. Best effort: a tee outside the scope still logs."""
     import time
 
-    deadline, unit = time.monotonic() + 2, None
-    while unit is None and time.monotonic() < deadline:
+    deadline, made = time.monotonic() + 2, False
+    while not made and time.monotonic() < deadline:
         try:
             with open("/proc/%d/cgroup" % pid) as cgroup:
-                for line in cgroup:
-                    leaf = line.rstrip("\n").rpartition("/")[2]
-                    if leaf.startswith("appliance-") and leaf.endswith(".scope"):
-                        unit = leaf
+                made = any(line.rstrip("\n").rpartition("/")[2] == unit for line in cgroup)
         except OSError:
             return  # gone already: start() says why
-        if unit is None:
+        if not made:
             time.sleep(0.005)
-    if unit is None:
+    if not made:
         return
     subprocess.run([BUSCTL, "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
                     "org.freedesktop.systemd1.Manager", "AttachProcessesToUnit", "ssau",
@@ -189,18 +196,18 @@ def _join_scope(pid, *joining):
                    env=CLEAN_ENVIRONMENT)
 
 
-def _listen_fds(fds):
-    """What the child runs before exec: the sockets onto 3, 4, ..., and the
-    two variables that say so (LISTEN_PID: this very process, which execs)."""
-    def hand_over():
-        import fcntl
-
-        # Out of the way first: a socket may already sit on a target number.
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 256) for fd in fds]
-        for number, fd in enumerate(high, 3):
-            os.dup2(fd, number)  # inheritable
-        os.environ.clear()
-        os.environ.update(CLEAN_ENVIRONMENT)
-        os.environ["LISTEN_FDS"] = str(len(fds))
-        os.environ["LISTEN_PID"] = str(os.getpid())
-    return hand_over
+# argv: the inherited descriptors, "--", the daemon's argv. Run by run(sockets=...).
+HAND_OVER = """
+import fcntl, os, sys
+split = sys.argv.index("--")
+fds, argv = [int(fd) for fd in sys.argv[1:split]], sys.argv[split + 1:]
+high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 256) for fd in fds]
+for fd in fds:
+    os.close(fd)
+for number, fd in enumerate(high, 3):
+    os.dup2(fd, number)
+    os.close(fd)
+os.environ["LISTEN_FDS"] = str(len(fds))
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(argv[0], argv)
+"""

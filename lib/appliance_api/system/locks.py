@@ -53,7 +53,7 @@ def instance_lock(instance, create):
     """Hold the instance's lock; with create, make its folder first.
 
     Without create and without a folder there is nothing to lock: the body
-    runs unlocked and finds no instance. On the way out, an instance left with
+    runs unlocked and finds no instance. It is given whether it holds the lock. On the way out, an instance left with
     no uploaded file loses its folder (the contract: deleting the last file
     removes the directory; a failed first upload leaves nothing behind).
     """
@@ -66,7 +66,7 @@ def instance_lock(instance, create):
                 # A request killed between write and rename left its temporary file.
                 files.remove_stale_temporaries(instance.dir)
                 files.remove_stale_temporaries(instance.certificates_dir)
-            yield
+            yield fd is not None
         finally:
             try:
                 if fd is not None and not instance.exists():
