@@ -67,8 +67,9 @@ run: deps pki
 	@echo "appliance-api on https://$(ADDR):$(PORT) (state in $(VAR)/run/state, logs in $(VAR)/run/log)"
 	@echo "Try: curl --cacert var/pki/ca.pem -E var/pki/client.pem https://$(ADDR):$(PORT)/status"
 	@echo "The supervisor (octctl supervise) starts stored tenants and restarts any that dies: $(VAR)/run/log/supervisor.log"
+	@# lighttpd by its absolute path: its graceful restart (PUT /certificate) re-executes it by argv[0].
 	$(VENV)/bin/python bin/octctl --config $(VAR)/run/appliance-api.ini supervise --while-pid $$$$ \
-		>>$(VAR)/run/log/supervisor.log 2>&1 & exec lighttpd -D -f $(VAR)/run/lighttpd.conf
+		>>$(VAR)/run/log/supervisor.log 2>&1 & exec /usr/sbin/lighttpd -D -f $(VAR)/run/lighttpd.conf
 
 test: deps
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
