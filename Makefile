@@ -61,13 +61,14 @@ pki: $(VAR)/pki/ca.pem
 $(VAR)/pki/ca.pem: | venv
 	$(VENV)/bin/python tools/pki.py --out $(VAR)/pki --server-address $(ADDR)
 
+# The supervisor beside lighttpd, ending with it; lighttpd by its absolute
+# path, as systemd starts it: its graceful restart (PUT /certificate) needs one.
 run: deps pki
 	@$(VENV)/bin/python tools/devsite.py --folder $(VAR)/run --address $(ADDR) --port $(PORT) \
 		--pki $(VAR)/pki --python $(VENV)/bin/python >/dev/null
 	@echo "appliance-api on https://$(ADDR):$(PORT) (state in $(VAR)/run/state, logs in $(VAR)/run/log)"
 	@echo "Try: curl --cacert var/pki/ca.pem -E var/pki/client.pem https://$(ADDR):$(PORT)/status"
 	@echo "The supervisor (octctl supervise) starts stored tenants and restarts any that dies: $(VAR)/run/log/supervisor.log"
-	@# lighttpd by its absolute path: its graceful restart (PUT /certificate) re-executes it by argv[0].
 	$(VENV)/bin/python bin/octctl --config $(VAR)/run/appliance-api.ini supervise --while-pid $$$$ \
 		>>$(VAR)/run/log/supervisor.log 2>&1 & exec /usr/sbin/lighttpd -D -f $(VAR)/run/lighttpd.conf
 
