@@ -401,10 +401,20 @@ def crt_list_instance(api, backend, instance_id):
 
 
 def test_a_crt_list_serves_each_sni_name_its_certificate(api, crt_list_instance):
-    _instance, url, port = crt_list_instance
+    import json
+
+    from .helpers import octctl
+
+    instance, url, port = crt_list_instance
     assert served_common_name(port, "one.test") == "alpha.test"
     assert served_common_name(port, "two.test") == "beta.test"
     assert served_common_name(port, "other.test") == "alpha.test"  # the first line: the default
+    # octctl show lists it, what it names, and who reads it.
+    report = json.loads(octctl(api, "show", instance, "--json").stdout)
+    assert report["crt_lists"] == [{"name": "listener", "used_by": ["haproxy"],
+                                    "files": ["alpha.test.pem", "beta.test.pem"]}]
+    assert "  listener  names alpha.test.pem beta.test.pem; read by haproxy" in \
+        octctl(api, "show", instance).stdout.splitlines()
 
 
 class TlsLoad:
