@@ -72,23 +72,69 @@ def _other_files(instance, filename):
 
 def delete_certificate(config, instance_id, filename):
     instance = Instance(config.state_dir, instance_id)
-    path = instance.certificate(filename)
     with instance_lock(instance, create=False):
-        if not os.path.exists(path):
-            raise NotFound()
-        users = [service for service in instance.configured_services()
-                 if _reads(instance, service, path, config)]
-        if users:
-            raise Conflict("Certificate is in use by the %s configuration" % " and ".join(users))
-        files.remove(path)
-        if not os.listdir(instance.certificates_dir):
-            os.rmdir(instance.certificates_dir)
+        lists = _crt_lists_naming(instance, filename)
+        if lists and os.path.exists(instance.certificate(filename)):
+            raise Conflict("Certificate is in use by the crt-list %s" % " and ".join(lists))
+        _remove_unused(instance, instance.certificate(filename), "Certificate", config)
+    return []
+
+
+def _crt_lists_naming(instance, filename):
+    """The instance's stored crt-lists that name the certificate file."""
+    from .crtlist import named_files
+
+    return [name for name in instance.crt_list_names()
+            if filename in named_files(files.read(instance.crt_list(name)) or b"")]
+
+
+def _remove_unused(instance, path, what, config):
+    """Remove a stored file no config reads (404 when there is none, 409 when
+    one does), and its folder once empty. The caller holds the lock."""
+    if not os.path.exists(path):
+        raise NotFound()
+    users = [service for service in instance.configured_services()
+             if _reads(instance, service, path, config)]
+    if users:
+        raise Conflict("%s is in use by the %s configuration" % (what, " and ".join(users)))
+    files.remove(path)
+    folder = os.path.dirname(path)
+    if not os.listdir(folder):
+        os.rmdir(folder)
+
+
+def put_crt_list(config, instance_id, name, data):
+    """A crt-list (crtlist.py): each line a stored certificate of the
+    instance, allowed options, SNI filters. A running haproxy whose stored
+    config reads it reloads (haproxy 2.6's runtime API cannot replace a
+    crt-list's default certificate nor reorder its lines)."""
+    from . import crtlist, services
+
+    within_limit(data, config, "crt_list")
+    instance = Instance(config.state_dir, instance_id)
+    # Before the lock, which makes the instance's folder: a refused upload
+    # leaves nothing behind. Again under it: a certificate may have gone since.
+    crtlist.check(data, crtlist.file_kind_in(instance.certificates_dir))
+    with instance_lock(instance, create=True):
+        crtlist.check(data, crtlist.file_kind_in(instance.certificates_dir))
+        path = instance.crt_list(name)
+        readers = [service for service in instance.configured_services()
+                   if _reads(instance, service, path, config)]
+        return services.replace_file(instance, path, crtlist.render(data, instance.dir),
+                                     config, services=readers)
+
+
+def delete_crt_list(config, instance_id, name):
+    instance = Instance(config.state_dir, instance_id)
+    with instance_lock(instance, create=False):
+        _remove_unused(instance, instance.crt_list(name), "crt-list", config)
     return []
 
 
 def _reads(instance, service, certificate_path, config):
-    """Whether the stored config reads the certificate, as the daemon resolves
-    its paths: crt-base and ca-base, a folder given as `crt`, // and .. folded."""
+    """Whether the stored config reads the file (a certificate, a crt-list),
+    as the daemon resolves its paths: crt-base and ca-base, a folder given as
+    `crt`, // and .. folded."""
     from .sharedstate import scan_template
 
     template = files.read(instance.template(service))

@@ -144,6 +144,7 @@ DEFAULTS = {
         "config_bytes": "1048576",
         "certificate_bytes": "262144",
         "custom503_bytes": "16384",
+        "crt_list_bytes": "65536",
         # Changes (PUT, DELETE) that may run at once, appliance-wide: each holds
         # a Python process with cryptography or psutil loaded (about 25 MB).
         # One over the cap waits up to change_wait seconds for a slot, then is

@@ -42,7 +42,8 @@ import re
 
 from .configread import HAPROXY_SECTIONS, haproxy_words, stunnel_line
 from .errors import Conflict
-from .layout import CERTIFICATES_NAME, CUSTOM503_NAME, MANAGED_NAMES
+from .layout import (CERTIFICATES_NAME, CRT_LISTS_NAME, CUSTOM503_NAME, MANAGED_NAMES,
+                     is_crt_list_name)
 
 TCP_PREFIXES = ("ipv4@", "ipv6@", "tcp@", "tcp4@", "tcp6@")
 SOCKET_PREFIXES = ("unix@", "abns@")
@@ -106,8 +107,6 @@ REFUSED_HAPROXY_KEYWORDS = {
 REFUSED_HAPROXY_OPTIONS = {
     "external-check": "runs a program as root",
     "namespace": "moves the socket into another network namespace",
-    "crt-list": "reads certificate paths from a file the API cannot check; name each "
-                "certificate with crt",
     "opentracing": "loads code (its config names a plugin)",
 }
 REFUSED_STUNNEL_OPTIONS = {"exec": "runs a program as root", "execargs": "runs a program as root",
@@ -127,8 +126,8 @@ SYSTEM_CA_PATHS = ("/etc/ssl/certs/", "/usr/share/ca-certificates/", "/usr/lib/s
 SYSTEM_PAGE_PATHS = ("/etc/haproxy/errors/", "/dev/null")
 SYSTEM_SOCKETS = ("/dev/log",)
 # What a file reference is for, and where it may point (see Scan.check).
-TLS, PAGE, PRIVATE, SOCKET, CONNECT = "TLS material", "a page", "a file", "a socket", \
-    "a socket to connect to"
+TLS, PAGE, PRIVATE, SOCKET, CONNECT, CRT_LIST = "TLS material", "a page", "a file", \
+    "a socket", "a socket to connect to", "a crt-list"
 
 class Listener:
     """A TCP listener: address (an ip_address, or None for every address) and a port range."""
@@ -248,6 +247,8 @@ FILE_RULES = {
              "one of the API's own files, the 503 page or the certificates",
     SOCKET: "a socket must be in {INSTANCE_DIR}, not on one of the API's own files, the 503 "
             "page or the certificates",
+    CRT_LIST: "a crt-list must be {INSTANCE_DIR}/crt-lists/<name>, as the API stores it "
+              "(PUT /instances/:instance/crt-lists/:name)",
     CONNECT: "a tenant's daemons connect to no unix socket but /dev/log, to log (use TCP, "
              "e.g. 127.0.0.1:PORT: a runtime API or the master CLI relayed to the network "
              "would hand the daemon over)",
@@ -260,6 +261,8 @@ def _misplaced(path, purpose, own):
     if purpose == CONNECT:
         # /dev/log as written: under systemd it is a link into /run.
         return None if os.path.normpath(path) in SYSTEM_SOCKETS else "a socket to connect to"
+    if purpose == CRT_LIST:
+        return _misplaced_crt_list(path, own)
     for candidate in _both(path):
         inside = [d for d in own if _inside(candidate, d)]
         if inside:
@@ -271,13 +274,25 @@ def _misplaced(path, purpose, own):
             if purpose == PAGE and first != CUSTOM503_NAME:
                 return "not the instance's 503 page"
             if purpose in (PRIVATE, SOCKET) and first in (CUSTOM503_NAME, CERTIFICATES_NAME,
-                                                          ""):
+                                                          CRT_LISTS_NAME, ""):
                 return "a file the API keeps for the instance"
             continue
         system = {TLS: SYSTEM_CA_PATHS, PAGE: SYSTEM_PAGE_PATHS}.get(purpose, ())
         if not any(candidate == p.rstrip("/") or (p.endswith("/") and candidate.startswith(p))
                    for p in system):
             return "outside this instance's folder"
+    return None
+
+
+def _misplaced_crt_list(path, own):
+    """Why path is not one of the instance's stored crt-lists (None when it
+    is), as written and as the kernel resolves it. Only those: haproxy reads
+    the certificate paths in a crt-list, which only the API has checked."""
+    for candidate in _both(path):
+        folder, name = os.path.split(candidate)
+        if not any(folder == d + "/" + CRT_LISTS_NAME for d in own) \
+                or not is_crt_list_name(name):
+            return "not one of the instance's crt-lists"
     return None
 
 
@@ -379,6 +394,14 @@ def _scan_haproxy(scan, number, line):
             base = scan.bases.get(HAPROXY_TLS_OPTIONS[option] or "") \
                 if following[:1] != "/" else None
             scan.refer(number, following if base is None else base + "/" + following, TLS)
+        elif option == "crt-list":
+            if not following.startswith("/"):
+                # The one form the API stores it under: no base or working
+                # folder to resolve it against.
+                scan.refuse(number, line, "crt-list %s: name it {INSTANCE_DIR}/crt-lists/<name>"
+                            % following)
+                return
+            scan.refer(number, following, CRT_LIST)
         elif option in HAPROXY_PAGE_OPTIONS and keyword in HAPROXY_PAGE_RULES:
             scan.refer(number, following, PAGE)
         elif option == "config" and keyword == "filter":

@@ -14,13 +14,15 @@ def describe(instance, config):
     states, state = service_states(instance)
     management_address = config.get("api", "management_address")
     report = {"id": instance.id, "status": state, "services": {}, "service_ips": [],
-              "certificates": [], "custom503": os.path.exists(instance.custom503)}
+              "certificates": [], "custom503": os.path.exists(instance.custom503),
+              "crt_lists": []}
     service_ips = set()
+    scans = {}
     behind, stopped = running.behind(instance), running.stopped_on_purpose(instance)
     supervised = supervision(config.state_dir)
     for service, pid in states:
         template = files.read(instance.template(service)).decode("utf-8", "replace")
-        scan = sharedstate.scan_template(instance, service, template, config)
+        scan = scans[service] = sharedstate.scan_template(instance, service, template, config)
         service_ips |= scan.service_ips(management_address)
         outcome = files.read(instance.outcome(service))
         report["services"][service] = {
@@ -34,7 +36,23 @@ def describe(instance, config):
     for name in instance.certificate_names():
         report["certificates"].append(dict(name=name, **certificate_facts(
             files.read(instance.certificate(name)))))
+    report["crt_lists"] = crt_list_facts(instance, scans)
     return report
+
+
+def crt_list_facts(instance, scans):
+    """Each stored crt-list: its name, the certificate files it names, the
+    services whose config reads it."""
+    names = instance.crt_list_names()
+    if not names:
+        return []
+    from .crtlist import named_files
+
+    return [{"name": name,
+             "files": sorted(named_files(files.read(instance.crt_list(name)) or b"")),
+             "used_by": [service for service, scan in scans.items()
+                         if scan.names_file(instance.crt_list(name))]}
+            for name in names]
 
 
 def certificate_facts(data):
@@ -131,6 +149,11 @@ def as_text(report):
             "next update" if certificate["kind"] == "CRL" else "expires",
             certificate["expires"], "EXPIRED" if left < 0 else "%d days left" % left)
         lines.append("  %s  %s  %s" % (certificate["name"], what, runs_out))
+    lines.append("crt-lists     %s" % ("" if report["crt_lists"] else "-"))
+    for listed in report["crt_lists"]:
+        lines.append("  %s  names %s; %s" % (
+            listed["name"], " ".join(listed["files"]) or "nothing",
+            "read by " + " and ".join(listed["used_by"]) if listed["used_by"] else "unused"))
     return lines
 
 

@@ -13,6 +13,7 @@
         reload.pending              a change stored files its daemons have not read yet
         custom503.http              a full HTTP response for haproxy's errorfile
         certificates/<name>.pem     key + certificate + chain, mode 0600
+        crt-lists/<name>            haproxy crt-lists, {INSTANCE_DIR} filled in (crtlist.py)
     <state_dir>/status-sample.json  the last /status sample, for rates
     <state_dir>/change-slots/<n>    flock()ed by a change in progress (the cap)
     <state_dir>/appliance.lock      flock()ed while what instances share changes
@@ -22,14 +23,16 @@
     <state_dir>/vrrp/               keepalived: its config, pid files, output, last state
     <state_dir>/sync.lock, sync-state.json  the standby's sync runs and their outcome
 
-An instance exists while it has any uploaded file (a config, the 503 page or
-a certificate); the lock, pid files and logs alone do not make one.
+An instance exists while it has any uploaded file (a config, the 503 page,
+a certificate or a crt-list); the lock, pid files and logs alone do not make one.
 """
 import os
 
 INSTANCE_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 # The contract's :filename.pem: letters, digits, - . _; no leading dot; <= 255 bytes.
 CERTIFICATE_NAME = r"(?!\.)[A-Za-z0-9._-]{1,251}\.pem"
+# A crt-list's name: as a certificate's, without the .pem rule.
+CRT_LIST_NAME = r"(?!\.)[A-Za-z0-9._-]{1,255}"
 
 # Start order matters: a stunnel in front of haproxy starts after it.
 SERVICES = ("haproxy", "stunnel")
@@ -40,6 +43,7 @@ PROCESS_NAMES = {"haproxy": (b"haproxy",), "stunnel": (b"stunnel4", b"stunnel"),
                  "keepalived": (b"keepalived",)}
 CUSTOM503_NAME = "custom503.http"
 CERTIFICATES_NAME = "certificates"
+CRT_LISTS_NAME = "crt-lists"
 LOCK_NAME = "lock"
 MASTER_SOCKET_NAME = "master.sock"
 # haproxy's counters over the instance's life on this node (system/haproxy_counters.py).
@@ -77,6 +81,11 @@ def is_certificate_name(name):
     return (5 <= len(name) <= 255 and name.endswith(".pem") and not name.startswith(".")
             and _CERTIFICATE_CHARACTERS.issuperset(name))
 
+
+def is_crt_list_name(name):
+    """Whether name matches CRT_LIST_NAME, without `re`."""
+    return 1 <= len(name) <= 255 and not name.startswith(".") \
+        and _CERTIFICATE_CHARACTERS.issuperset(name)
 
 
 def fill_template(template, instance_dir, management_address):
@@ -148,6 +157,7 @@ class Instance:
         self.lock_path = self.dir + "/" + LOCK_NAME
         self.custom503 = self.dir + "/" + CUSTOM503_NAME
         self.certificates_dir = self.dir + "/" + CERTIFICATES_NAME
+        self.crt_lists_dir = self.dir + "/" + CRT_LISTS_NAME
         # What configured_services() found when existing_instances(snapshot=True)
         # listed it, so that a read-only view asks the disk once; else None.
         self._configured = None
@@ -186,6 +196,15 @@ class Instance:
     def certificate(self, filename):
         return self.certificates_dir + "/" + filename
 
+    def crt_list(self, name):
+        return self.crt_lists_dir + "/" + name
+
+    def crt_list_names(self):
+        try:
+            return sorted(n for n in os.listdir(self.crt_lists_dir) if is_crt_list_name(n))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
     def configured_services(self):
         if self._configured is not None:
             return list(self._configured)
@@ -201,7 +220,8 @@ class Instance:
 
     def exists(self):
         return bool(any(os.access(self.template(s), os.F_OK) for s in SERVICES)
-                    or os.access(self.custom503, os.F_OK) or self.certificate_names())
+                    or os.access(self.custom503, os.F_OK) or self.certificate_names()
+                or self.crt_list_names())
 
 
 def scan_instances(state_dir, dir_fd=None):
@@ -228,7 +248,8 @@ def scan_instances(state_dir, dir_fd=None):
         configured = [service for service, template in templates
                       if access(folder + template, exists, dir_fd=dir_fd)]
         if configured or access(folder + CUSTOM503_NAME, exists, dir_fd=dir_fd) \
-                or Instance(state_dir, name).certificate_names():
+                or Instance(state_dir, name).certificate_names() \
+                or Instance(state_dir, name).crt_list_names():
             found.append((name, folder, configured))
     return found
 

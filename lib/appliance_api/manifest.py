@@ -7,7 +7,12 @@ differs, with the ordinary GET endpoints.
                   "all_ips": [...], "routing-mode": ...},
      "instances": {"<id>": {"haproxy": "<sha256>", "stunnel": "<sha256>",
                             "custom503": "<sha256>",
-                            "certificates": {"<name>.pem": "<sha256>"}}}}
+                            "certificates": {"<name>.pem": "<sha256>"},
+                            "crt-lists": {"<name>": "<sha256>"}}}}
+
+A crt-list's hash is that of the text as uploaded (what GET answers, with
+{INSTANCE_DIR} as written), not of the stored file, which has it filled in
+with this node's own folder.
 
 A key is present only for a file that exists. The pair's secret is never in it.
 A standby reads a peer's manifest only through checked(): any other shape is
@@ -16,7 +21,8 @@ refused whole, with the place it went wrong.
 import hashlib
 import os
 
-from .layout import SERVICES, existing_instances, is_certificate_name, is_instance_id
+from .layout import (SERVICES, existing_instances, is_certificate_name, is_crt_list_name,
+                     is_instance_id)
 from .system import files
 
 
@@ -45,6 +51,23 @@ def instance_files(instance):
             certificates[name] = digest(data)
     if certificates:
         found["certificates"] = certificates
+    crt_lists = _crt_lists(instance)
+    if crt_lists:
+        found["crt-lists"] = crt_lists
+    return found
+
+
+def _crt_lists(instance):
+    names = instance.crt_list_names()
+    if not names:
+        return {}
+    from .crtlist import unrender
+
+    found = {}
+    for name in names:
+        data = _stored(instance.crt_list(name))
+        if data is not None:
+            found[name] = digest(unrender(data, instance.dir))
     return found
 
 
@@ -78,6 +101,9 @@ def build(config):
 
 
 FILE_KEYS = SERVICES + ("custom503",)
+# The keys whose value names files: what each is, and the test of a name.
+NAMED_FILES = {"certificates": ("certificate", is_certificate_name),
+               "crt-lists": ("crt-list", is_crt_list_name)}
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -89,7 +115,8 @@ def checked(document):
     """A peer's parsed manifest, refused (Malformed) unless it has build()'s
     shape: an object whose active_node is 0 or 1 and whose instances map
     instance ids to objects of SHA-256 hex digests (haproxy, stunnel,
-    custom503) and certificates (certificate names to digests), none empty.
+    custom503), certificates (certificate names to digests) and crt-lists
+    (crt-list names to digests), none empty.
     Returns (active_node, instances)."""
     if not isinstance(document, dict):
         raise Malformed("not a JSON object")
@@ -106,14 +133,15 @@ def checked(document):
         if not isinstance(entry, dict) or not entry:
             raise Malformed("%s: not an object of files" % where)
         for key, value in entry.items():
-            if key == "certificates":
+            if key in NAMED_FILES:
+                what, is_name = NAMED_FILES[key]
                 if not isinstance(value, dict) or not value:
-                    raise Malformed("%s.certificates: not an object of certificates" % where)
+                    raise Malformed("%s.%s: not an object of %ss" % (where, key, what))
                 for name, hashed in value.items():
-                    if not is_certificate_name(name):
-                        raise Malformed("%s.certificates: %s is not a certificate name"
-                                        % (where, _shown(name)))
-                    _digest(hashed, "%s.certificates[%s]" % (where, name))
+                    if not is_name(name):
+                        raise Malformed("%s.%s: %s is not a %s name"
+                                        % (where, key, _shown(name), what))
+                    _digest(hashed, "%s.%s[%s]" % (where, key, name))
             elif key in FILE_KEYS:
                 _digest(value, "%s.%s" % (where, key))
             else:

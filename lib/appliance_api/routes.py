@@ -1,13 +1,13 @@
 """Every URL of the API, in one list of (method, pattern, handler).
 
-Patterns are anchored regular expressions; {instance}, {filename} and
-{service} stand for the contract's names. A handler is "module:function"
+Patterns are anchored regular expressions; {instance}, {filename},
+{crtlist} and {service} stand for the contract's names. A handler is "module:function"
 under appliance_api.handlers, imported only when its route matches, so each
 endpoint pays only for what it uses. Anything that matches no row is 403
 Invalid Request.
 """
-from .layout import (CERTIFICATE_NAME, INSTANCE_ID, SERVICES, is_certificate_name,
-                     is_instance_id)
+from .layout import (CERTIFICATE_NAME, CRT_LIST_NAME, INSTANCE_ID, SERVICES,
+                     is_certificate_name, is_crt_list_name, is_instance_id)
 
 ROUTES = [
     ("GET",    "/status",                                      "status:get_status"),
@@ -26,6 +26,9 @@ ROUTES = [
     ("PUT",    "/instances/{instance}/certificates/{filename}", "certificates:put_certificate"),
     ("GET",    "/instances/{instance}/certificates/{filename}", "certificates:get_certificate"),
     ("DELETE", "/instances/{instance}/certificates/{filename}", "certificates:delete_certificate"),
+    ("PUT",    "/instances/{instance}/crt-lists/{crtlist}",    "crt_lists:put_crt_list"),
+    ("GET",    "/instances/{instance}/crt-lists/{crtlist}",    "crt_lists:get_crt_list"),
+    ("DELETE", "/instances/{instance}/crt-lists/{crtlist}",    "crt_lists:delete_crt_list"),
     ("PUT",    "/instances/{instance}/{service}",              "configs:put_config"),
     ("GET",    "/instances/{instance}/{service}",              "configs:get_config"),
     ("DELETE", "/instances/{instance}/{service}",              "configs:delete_config"),
@@ -43,9 +46,10 @@ ROUTES = [
 PLACEHOLDERS = {
     "{instance}": (INSTANCE_ID, is_instance_id),
     "{filename}": (CERTIFICATE_NAME, is_certificate_name),
+    "{crtlist}": (CRT_LIST_NAME, is_crt_list_name),
     "{service}": ("|".join(SERVICES), SERVICES.__contains__),
 }
-_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")  # no regex meaning outside []
 
 
 def match(pattern, path):

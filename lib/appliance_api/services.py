@@ -119,6 +119,8 @@ def delete_instance(instance, config):
     files.remove(instance.counters)  # a new instance of the same id counts from zero
     for name in instance.certificate_names():
         files.remove(instance.certificate(name))
+    for name in instance.crt_list_names():
+        files.remove(instance.crt_list(name))
     sharedstate.converge(config)
     return lines
 

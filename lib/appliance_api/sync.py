@@ -7,8 +7,9 @@ certificate), compare it with this node's, fetch what differs with the
 ordinary GET endpoints, and apply it through this node's own API in process
 (app.handle): the same routes, change slots, locks, validations and rollback
 as a controller's request. Per instance, in this order: certificates (new or
-changed) before the configs that name them, the 503 page, the configs; then
-configs the active no longer has, before the certificates they used; an
+changed), then the crt-lists that name them, before the configs that name
+either, the 503 page, the configs; then configs the active no longer has,
+before the crt-lists and then the certificates they used; an
 instance the active no longer has is deleted whole. An instance that fails
 is skipped and reported; the others go on. The active unreachable: nothing
 changes here. Nothing to do: one request, no change, no reload.
@@ -159,7 +160,8 @@ def _connection_class():
 class Step:
     """One change the sync makes on this node, named as the active node's URL
     names the file: PUT (with the body fetched from there) or DELETE of an
-    instance's config, 503 page or certificate, or DELETE of the instance."""
+    instance's config, 503 page, certificate or crt-list, or DELETE of the
+    instance."""
 
     def __init__(self, method, instance, kind, name=None):
         self.method, self.instance, self.kind, self.name = method, instance, kind, name
@@ -170,11 +172,15 @@ class Step:
             return "/instances/%s" % self.instance
         if self.kind == "certificate":
             return "/instances/%s/certificates/%s" % (self.instance, self.name)
+        if self.kind == "crt-list":
+            return "/instances/%s/crt-lists/%s" % (self.instance, self.name)
         return "/instances/%s/%s" % (self.instance, self.kind)
 
     @property
     def limit(self):
         """The [limits] key that bounds the file's size here (changes.within_limit)."""
+        if self.kind == "crt-list":
+            return "crt_list"
         return self.kind if self.kind in ("certificate", "custom503") else "config"
 
     def __repr__(self):
@@ -192,11 +198,15 @@ class Step:
                     return changes.delete_instance(config, self.instance)
                 if self.kind == "certificate":
                     return changes.delete_certificate(config, self.instance, self.name)
+                if self.kind == "crt-list":
+                    return changes.delete_crt_list(config, self.instance, self.name)
                 if self.kind == "custom503":
                     return changes.delete_custom503(config, self.instance)
                 return changes.delete_config(config, self.instance, self.kind)
             if self.kind == "certificate":
                 return changes.put_certificate(config, self.instance, self.name, body)
+            if self.kind == "crt-list":
+                return changes.put_crt_list(config, self.instance, self.name, body)
             if self.kind == "custom503":
                 return changes.put_custom503(config, self.instance, body)
             return changes.put_config(config, self.instance, self.kind, body)
@@ -397,18 +407,26 @@ def _deletions(instance, target, current):
 
 
 def _changes(instance, target, current):
-    """Certificates before the configs that name them, the 503 page, the
-    configs; then certificates and the 503 page the active no longer has."""
+    """Certificates, then the crt-lists that name them, before the configs
+    that name either; the 503 page, the configs; then the 503 page, the
+    crt-lists and the certificates the active no longer has, in that order
+    (a crt-list goes before the certificates it names)."""
     steps = []
     certificates, had = target.get("certificates", {}), current.get("certificates", {})
+    crt_lists, had_lists = target.get("crt-lists", {}), current.get("crt-lists", {})
     for name in sorted(certificates):
         if certificates[name] != had.get(name):
             steps.append(Step("PUT", instance, "certificate", name))
+    for name in sorted(crt_lists):
+        if crt_lists[name] != had_lists.get(name):
+            steps.append(Step("PUT", instance, "crt-list", name))
     for kind in ("custom503",) + SERVICES:
         if kind in target and target[kind] != current.get(kind):
             steps.append(Step("PUT", instance, kind))
     if "custom503" in current and "custom503" not in target:
         steps.append(Step("DELETE", instance, "custom503"))
+    for name in sorted(set(had_lists) - set(crt_lists)):
+        steps.append(Step("DELETE", instance, "crt-list", name))
     for name in sorted(set(had) - set(certificates)):
         steps.append(Step("DELETE", instance, "certificate", name))
     return steps

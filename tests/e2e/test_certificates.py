@@ -343,3 +343,181 @@ def test_the_same_certificate_again_catches_stunnel_up(api, tls_instance):
     assert not os.path.exists(mark)
     reply = api.put(url, certificate)  # and now truly the same: nothing to do
     assert reply.lines == ["OK"]
+
+
+# --- crt-lists: certificates and SNI filters per line, for a haproxy bind -------------
+
+CRT_LIST_LINE = "{INSTANCE_DIR}/certificates/%s.pem %s\n"
+
+
+def named_certificate(ca, common_name):
+    """A key + certificate for common_name alone (no localhost SAN: the SNI
+    filters, not the names in it, decide who gets it)."""
+    from cryptography.hazmat.primitives import serialization
+
+    cert, key = pki_tool.make_leaf(ca[0], ca[1], common_name, server=True, sans=[common_name])
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()) + \
+        cert.public_bytes(serialization.Encoding.PEM)
+
+
+def served_common_name(port, server_name):
+    """The CN of the certificate a new TLS connection with SNI server_name is shown."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        with context.wrap_socket(sock, server_hostname=server_name) as tls:
+            cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+    return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+
+def crt_list(assignments):
+    """A crt-list giving each certificate (by CN) its SNI names."""
+    return "".join(CRT_LIST_LINE % (name, " ".join(snis)) for name, snis in assignments)
+
+
+@pytest.fixture
+def crt_list_instance(api, backend, instance_id):
+    """haproxy ending TLS with a crt-list of two certificates: alpha.test for
+    one.test, beta.test for two.test. (instance id, the crt-list's URL, port)."""
+    ca = pki_tool.make_ca("tenant CA")
+    base = "/instances/%s" % instance_id
+    for name in ("alpha.test", "beta.test"):
+        assert api.put(base + "/certificates/%s.pem" % name,
+                       named_certificate(ca, name)).status == 201
+    url = base + "/crt-lists/listener"
+    reply = api.put(url, crt_list([("alpha.test", ["one.test"]), ("beta.test", ["two.test"])]))
+    assert (reply.status, reply.lines) == (201, ["OK"])  # no config reads it yet: no reload
+    port = free_port()
+    reply = api.put(base + "/haproxy", haproxy_template(port, backend.port).replace(
+        "bind {MYIP}:%d\n" % port,
+        "bind {MYIP}:%d ssl crt-list {INSTANCE_DIR}/crt-lists/listener\n" % port))
+    assert reply.status == 201, reply
+    return instance_id, url, port
+
+
+def test_a_crt_list_serves_each_sni_name_its_certificate(api, crt_list_instance):
+    import json
+
+    from .helpers import octctl
+
+    instance, url, port = crt_list_instance
+    assert served_common_name(port, "one.test") == "alpha.test"
+    assert served_common_name(port, "two.test") == "beta.test"
+    assert served_common_name(port, "other.test") == "alpha.test"  # the first line: the default
+    # octctl show lists it, what it names, and who reads it.
+    report = json.loads(octctl(api, "show", instance, "--json").stdout)
+    assert report["crt_lists"] == [{"name": "listener", "used_by": ["haproxy"],
+                                    "files": ["alpha.test.pem", "beta.test.pem"]}]
+    assert "  listener  names alpha.test.pem beta.test.pem; read by haproxy" in \
+        octctl(api, "show", instance).stdout.splitlines()
+
+
+class TlsLoad:
+    """Threads making one new TLS connection and GET after another with SNI
+    server_name, until stopped: how many were answered 200, and every failure."""
+
+    def __init__(self, port, server_name, threads=4):
+        import threading
+
+        self.port, self.server_name = port, server_name
+        self.answered, self.failures = 0, []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        while not self._stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+                    with context.wrap_socket(sock, server_hostname=self.server_name) as tls:
+                        tls.sendall(b"GET / HTTP/1.0\r\nHost: %s\r\n\r\n"
+                                    % self.server_name.encode())
+                        answer = b""
+                        while True:
+                            chunk = tls.recv(65536)
+                            if not chunk:
+                                break
+                            answer += chunk
+                status_line = answer.split(b"\r\n", 1)[0]
+                failure = None if status_line.split()[1:2] == [b"200"] else repr(status_line)
+            except (OSError, ssl.SSLError, IndexError) as error:
+                failure = "%s: %s" % (type(error).__name__, error)
+            with self._lock:
+                if failure:
+                    self.failures.append(failure)
+                else:
+                    self.answered += 1
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+
+
+
+def test_replacing_a_crt_list_swaps_certificates_for_new_connections_dropping_none(
+        api, crt_list_instance):
+    """haproxy 2.6's runtime API cannot replace a crt-list's default (first)
+    line nor reorder lines, so a replacement reloads haproxy (SIGUSR2 to the
+    master: the same master, a new worker, the listener handed over). Under
+    a load of new TLS connections with SNI one.test, across several
+    replacements: not one fails, and each replacement is what the next
+    connection sees."""
+    instance, url, port = crt_list_instance
+    master, workers = haproxy_processes(api, instance)
+    swapped = crt_list([("alpha.test", ["two.test"]), ("beta.test", ["one.test"])])
+    first = api.get(url).body
+    with TlsLoad(port, "one.test") as load:
+        for round_number in range(4):
+            body = swapped if round_number % 2 == 0 else first
+            reply = api.put(url, body)
+            assert reply.status == 201, reply
+            assert reply.lines == ["OK", "haproxy daemon for %s reloaded (pid %d)"
+                                   % (instance, master)]
+            expected = "beta.test" if round_number % 2 == 0 else "alpha.test"
+            assert served_common_name(port, "one.test") == expected
+            answered = load.answered
+            assert eventually(lambda: load.answered > answered + 20, 10)  # traffic went on
+    assert load.failures == [] and load.answered > 80, (load.answered, load.failures[:5])
+    assert api.service_pid(instance, "haproxy") == master  # reloaded, never restarted
+    assert live_children(master) != workers  # each reload a new worker
+    print("crt-list replaced 4 times under load: %d requests, %d failed"
+          % (load.answered, len(load.failures)))
+
+
+def test_a_crt_list_in_use_and_its_certificates_cannot_be_deleted(api, crt_list_instance):
+    instance, url, port = crt_list_instance
+    reply = api.delete(url)
+    assert (reply.status, reply.body) == (409, "crt-list is in use by the haproxy configuration\n")
+    reply = api.delete("/instances/%s/certificates/beta.test.pem" % instance)
+    assert (reply.status, reply.body) == (409, "Certificate is in use by the crt-list listener\n")
+    assert served_common_name(port, "two.test") == "beta.test"
+
+
+def test_a_refused_crt_list_changes_nothing(api, crt_list_instance):
+    instance, url, port = crt_list_instance
+    master = haproxy_processes(api, instance)
+    before = api.get(url).body
+    for body, why in (
+            ("/etc/ssl/private/ssl-cert-snakeoil.key\n", "must be named"),
+            (CRT_LIST_LINE % ("alpha.test", "[crt /etc/passwd]"), "crt: not an option"),
+            (CRT_LIST_LINE % ("gamma.test", ""), "not a stored key and certificate file")):
+        reply = api.put(url, body)
+        assert reply.status == 409 and reply.lines[0] == "Invalid crt-list", reply
+        assert why in reply.body
+    assert api.get(url).body == before
+    assert haproxy_processes(api, instance) == master  # nothing was reloaded
+    assert served_common_name(port, "two.test") == "beta.test"

@@ -37,8 +37,8 @@ from hypothesis import given, note, settings, strategies as st
 
 from appliance_api.app import make_application
 from appliance_api.configscan import haproxy_words
-from appliance_api.layout import (CERTIFICATE_NAME, COUNTERS_NAME, INSTANCE_ID, STOPPED_NAME,
-                                  Instance)
+from appliance_api.layout import (CERTIFICATE_NAME, COUNTERS_NAME, CRT_LIST_NAME, INSTANCE_ID,
+                                  STOPPED_NAME, Instance)
 from appliance_api.routes import ROUTES, compile_pattern, match
 from appliance_api.system.daemons import daemon_for
 
@@ -64,7 +64,7 @@ INSTANCE_FILES = {"lock", "haproxy.cfg", "haproxy.rendered.cfg", "haproxy.pid", 
                   "stunnel.conf", "stunnel.rendered.conf", "stunnel.pid", "stunnel.log",
                   "custom503.http", "certificates", "master.sock", "haproxy.outcome",
                   "stunnel.outcome", "stunnel.listeners", "reload.pending", COUNTERS_NAME,
-                  STOPPED_NAME}
+                  STOPPED_NAME, "crt-lists"}
 
 
 # ---------------------------------------------------------------------------
@@ -221,6 +221,10 @@ def layout_problems(state_dir, allow=()):
         if os.path.isdir(certificates):
             problems.extend(os.path.join(certificates, entry) for entry in os.listdir(certificates)
                             if not re.fullmatch(CERTIFICATE_NAME, entry))
+        crt_lists = os.path.join(folder, "crt-lists")
+        if os.path.isdir(crt_lists):
+            problems.extend(os.path.join(crt_lists, entry) for entry in os.listdir(crt_lists)
+                            if not re.fullmatch(CRT_LIST_NAME, entry))
     return problems
 
 
@@ -468,7 +472,9 @@ SUFFIXES = st.one_of(
                      "/haproxy\x00", "/stunnel.conf", "/haproxy.cfg", "/custom503.http",
                      "/lock", "/haproxy.rendered.cfg", "/../%s/haproxy" % SEED_ID,
                      "/certificates", "/certificates/", "//haproxy", "/stunnel\n",
-                     "/custom503/x", "/haproxy.pid"]),
+                     "/custom503/x", "/haproxy.pid", "/crt-lists", "/crt-lists/",
+                     "/crt-lists/.x", "/crt-lists/a/b", "/crt-lists/..", "/CRT-LISTS/x"]),
+    st.from_regex(CRT_LIST_NAME, fullmatch=True).map(lambda name: "/crt-lists/" + name),
     CERTIFICATE_NAMES.map(lambda name: "/certificates/" + name),
     CERTIFICATE_NAMES.map(lambda name: "/certificates/" + name),
     st.tuples(st.sampled_from(["/certificates//", "/certificates/./", "/certificates/../",

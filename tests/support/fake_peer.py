@@ -107,6 +107,19 @@ class FakePeer(http.server.ThreadingHTTPServer):
         sock.settimeout(30)
         return self.context.wrap_socket(sock, server_side=True), address
 
+    def holds(self, instance, certificates=None, crt_lists=None):
+        """Serve an instance's certificates and crt-lists ({name: bytes}) at
+        the URLs the active node's API has them; the instance's manifest entry."""
+        import hashlib
+
+        entry = {}
+        for key, folder, named in (("certificates", "certificates", certificates),
+                                   ("crt-lists", "crt-lists", crt_lists)):
+            for name, body in (named or {}).items():
+                self.routes["/instances/%s/%s/%s" % (instance, folder, name)] = body
+                entry.setdefault(key, {})[name] = hashlib.sha256(body).hexdigest()
+        return entry
+
     @property
     def port(self):
         return self.server_address[1]

@@ -248,6 +248,22 @@ def test_writes_send_their_bodies_and_return_the_answers_lines(appliance_server)
         ("DELETE", "/instances/" + INSTANCE, b"")]
 
 
+def test_crt_list_calls_use_the_crt_list_url(appliance_server):
+    appliance_server.answers = [(201, "OK\nhaproxy daemon for x reloaded (pid 7)\n"),
+                                (200, "{INSTANCE_DIR}/certificates/a.pem x.test\n"),
+                                (200, "OK\n")]
+    appliance = appliance_server.client()
+    assert appliance.put_crt_list(INSTANCE, "listener", "{INSTANCE_DIR}/certificates/a.pem\n") \
+        == ["OK", "haproxy daemon for x reloaded (pid 7)"]
+    assert appliance.get_crt_list(INSTANCE, "listener") == \
+        "{INSTANCE_DIR}/certificates/a.pem x.test\n"
+    assert appliance.delete_crt_list(INSTANCE, "listener") == ["OK"]
+    url = "/instances/%s/crt-lists/listener" % INSTANCE
+    assert [(s.method, s.path, s.body) for s in appliance_server.seen] == [
+        ("PUT", url, b"{INSTANCE_DIR}/certificates/a.pem\n"), ("GET", url, b""),
+        ("DELETE", url, b"")]
+
+
 def test_path_segments_are_quoted(appliance_server):
     appliance_server.answers = [(403, "Invalid Request\n")]
     with pytest.raises(ApiInvalidRequest):

@@ -172,6 +172,16 @@ def test_in_use_follows_the_daemons_path_rules(config, in_use):
 
 
 @pytest.mark.parametrize("config, in_use", [
+    ("frontend f\n    bind :443 ssl crt-list %s/crt-lists/listener\n" % OWN, True),
+    ("frontend f\n    bind :443 ssl crt-list %s//crt-lists/./listener\n" % OWN, True),
+    ("frontend f\n    bind :443 ssl crt-list %s/crt-lists/listener-2\n" % OWN, False),
+    ("frontend f\n    bind :443 ssl crt %s\n" % CERT, False),
+])
+def test_a_crt_list_is_in_use_where_a_bind_reads_it(config, in_use):
+    assert Scan("haproxy", config, OWN).names_file(OWN + "/crt-lists/listener") is in_use
+
+
+@pytest.mark.parametrize("config, in_use", [
     ("[s]\naccept = 443\ncert = %s\n" % CERT, True),
     ("[s]\naccept = 443\ncert = %s/x.pem\nkey = %s\n" % (OWN, CERT), True),
     ("[s]\naccept = 443\nCAfile = %s\n" % CERT, True),
@@ -212,6 +222,8 @@ def assert_refused(scan, why):
     "global\n    log /dev/log local0\n",
     "backend b\n    server s 192.0.2.1:443 ssl ca-file /etc/ssl/certs/ca-certificates.crt\n",
     "frontend f\n    bind :443 ssl crt %s/certificates/x.pem\n" % OWN,
+    "frontend f\n    bind :443 ssl crt-list %s/crt-lists/listener-1\n" % OWN,
+    "frontend f\n    bind :443 ssl crt-list %s//crt-lists/./a.b_c-d\n" % OWN,
     "global\n    stats socket %s/stats.sock mode 600\n" % OWN,
 ])
 def test_system_files_and_own_files_are_still_fine(config):
@@ -293,8 +305,22 @@ def test_a_crlf_file_is_read_as_haproxy_reads_it():
     ("global\n    key-base /etc/ssl/private\n", "outside this instance's folder"),
     ("frontend f\n    bind :443 ssl crt %s/custom503.http\n" % OWN,
      "not in the instance's certificates folder"),
+    # A crt-list only as the API stores it: haproxy reads the paths in it.
     ("frontend f\n    bind :443 ssl crt-list %s/certificates/x.pem\n" % OWN,
-     "crt-list reads certificate paths"),
+     "not one of the instance's crt-lists"),
+    ("frontend f\n    bind :443 ssl crt-list %s/crt-lists/x\n" % OTHER,
+     "not one of the instance's crt-lists"),
+    ("frontend f\n    bind :443 ssl crt-list %s/crt-lists/sub/x\n" % OWN,
+     "not one of the instance's crt-lists"),
+    ("frontend f\n    bind :443 ssl crt-list %s/crt-lists/../certificates/x.pem\n" % OWN,
+     "not one of the instance's crt-lists"),
+    ("frontend f\n    bind :443 ssl crt-list /tmp/list\n", "not one of the instance's crt-lists"),
+    ("frontend f\n    bind :443 ssl crt-list crt-lists/x\n",
+     "crt-list crt-lists/x: name it {INSTANCE_DIR}/crt-lists/<name>"),
+    ("frontend f\n    bind :443 ssl crt %s/crt-lists/x\n" % OWN,
+     "not in the instance's certificates folder"),
+    ("global\n    stats socket %s/crt-lists/x.sock mode 600\n" % OWN,
+     "a file the API keeps for the instance"),
     # Pages the world can read: only the instance's 503 page or Debian's.
     ("frontend f\n    http-request return status 200 lf-file /etc/appliance-api/pki/server.pem\n",
      "outside this instance's folder"),

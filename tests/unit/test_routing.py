@@ -199,7 +199,8 @@ def test_is_instance_id_is_the_routes_pattern(name):
     assert is_instance_id(name) == bool(re.fullmatch(INSTANCE_ID, name))
 
 
-SAMPLE_VALUES = {"{instance}": ID, "{filename}": "www.example.com.pem", "{service}": "stunnel"}
+SAMPLE_VALUES = {"{instance}": ID, "{filename}": "www.example.com.pem", "{service}": "stunnel",
+                 "{crtlist}": "listener-1.crtlist"}
 
 
 def near_misses(path):
@@ -230,7 +231,10 @@ def test_plain_matching_answers_as_the_rows_regular_expression(pattern):
     paths.update(["", "/", "//", "/instances/" + ID + "/certificates/" + "a" * 251 + ".pem",
                   "/instances/" + ID + "/certificates/" + "a" * 252 + ".pem",
                   "/instances/" + ID + "/certificates/.pem", "/instances/" + ID + "/certificates/a.pem",
-                  "/instances/" + ID + "/certificates/-.pem", "/instances/" + ID + "/certificates/a.PEM"])
+                  "/instances/" + ID + "/certificates/-.pem", "/instances/" + ID + "/certificates/a.PEM",
+                  "/instances/" + ID + "/crt-lists/" + "a" * 255,
+                  "/instances/" + ID + "/crt-lists/" + "a" * 256, "/instances/" + ID + "/crt-lists/.a",
+                  "/instances/" + ID + "/crt-lists/a/b", "/instances/" + ID + "/crt-lists/"])
     matched = 0
     for path in paths:
         found = regex.match(path)

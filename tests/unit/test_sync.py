@@ -341,6 +341,11 @@ MALFORMED = [
     (b'{"active_node": 1, "instances": {"%s": {"certificates": {"a.pem": null}}}}'
      % INSTANCE.encode(),
      "instances[%s].certificates[a.pem]: not a SHA-256 hex digest" % INSTANCE),
+    (b'{"active_node": 1, "instances": {"%s": {"crt-lists": {".x": "%s"}}}}'
+     % (INSTANCE.encode(), DIGEST.encode()),
+     "instances[%s].crt-lists: '.x' is not a crt-list name" % INSTANCE),
+    (b'{"active_node": 1, "instances": {"%s": {"crt-lists": {}}}}' % INSTANCE.encode(),
+     "instances[%s].crt-lists: not an object of crt-lists" % INSTANCE),
     (b'{"active_node": 1, "instances": {"%s": {"lua": "%s"}}}' % (INSTANCE.encode(),
                                                                  DIGEST.encode()),
      "instances[%s]: unexpected key 'lua'" % INSTANCE),
@@ -376,3 +381,44 @@ def test_answers_other_than_a_manifest_are_unreachable_not_a_crash(standby, app,
     assert code == 1
     assert lines == ["not synced: active node %s unreachable: GET /manifest answered 500 "
                      "(this node's configuration is left as it is)" % PEER]
+
+
+# --- crt-lists: after the certificates they name, gone before them -----------------------
+
+def test_a_crt_list_is_copied_after_its_certificate_and_deleted_before_it(standby, app, peer):
+    from appliance_api import crtlist
+    from appliance_api.layout import Instance
+    from test_write_endpoints import certificate_bundle
+
+    instance = str(uuid.uuid4())
+    listed = ("%swww.example.com.pem [alpn h2] www.example.com\n" % crtlist.PLACEHOLDER).encode()
+    entry = peer.holds(instance, certificates={"www.example.com.pem":
+                                               certificate_bundle("www.example.com")},
+                       crt_lists={"listener": listed})
+    peer.routes["/manifest"] = peer_manifest({instance: entry})
+    code, lines, _ = octctl_sync(standby)
+    assert (code, shown(standby)["sync_failing"]) == (0, {}), lines
+    assert [path.rsplit("/", 2)[1] for path in peer.seen[1:]] == ["certificates", "crt-lists"]
+    assert held(standby)[instance] == entry  # the standby hashes it as uploaded
+    stored = Instance(standby.config.state_dir, instance)
+    with open(stored.crt_list("listener"), "rb") as file:
+        assert file.read() == crtlist.render(listed, stored.dir)  # its own folder filled in
+    # The active drops both: the crt-list goes first, else its certificate could not.
+    peer.routes["/manifest"] = peer_manifest({instance: {"custom503": hashlib.sha256(
+        PAGE % 1).hexdigest()}})
+    peer.routes["/instances/%s/custom503" % instance] = PAGE % 1
+    code, lines, _ = octctl_sync(standby)
+    assert (code, shown(standby)["sync_failing"]) == (0, {}), lines
+    assert stored.crt_list_names() == [] and stored.certificate_names() == []
+
+
+def test_the_sync_orders_crt_lists_between_certificates_and_configs():
+    digest = "0" * 64
+    steps = sync._changes("i", {"certificates": {"a.pem": digest}, "crt-lists": {"l": digest},
+                                "haproxy": digest},
+                          {"certificates": {"old.pem": digest}, "crt-lists": {"old": digest}})
+    assert [repr(step) for step in steps] == [
+        "PUT /instances/i/certificates/a.pem", "PUT /instances/i/crt-lists/l",
+        "PUT /instances/i/haproxy", "DELETE /instances/i/crt-lists/old",
+        "DELETE /instances/i/certificates/old.pem"]
+    assert sync.Step("PUT", "i", "crt-list", "l").limit == "crt_list"

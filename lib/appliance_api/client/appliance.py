@@ -270,6 +270,25 @@ class Appliance:
         """ApiConflict (409) while a stored config reads the certificate."""
         return self.request("DELETE", _certificate_path(instance, filename)).lines
 
+    # --- crt-lists -----------------------------------------------------------------------
+
+    def put_crt_list(self, instance, name, text):
+        """Store a haproxy crt-list (str or bytes): each line
+        `{INSTANCE_DIR}/certificates/<file>.pem [options] [SNI filters]`, every
+        file a stored one of the instance. The answer's lines ("OK", then a
+        reload line when a running haproxy reads it); ApiConflict (409) naming
+        each refused line."""
+        return self.request("PUT", _path("instances", instance, "crt-lists", name),
+                            _bytes(text)).lines
+
+    def get_crt_list(self, instance, name):
+        """The crt-list as uploaded ({INSTANCE_DIR} as written)."""
+        return self.request("GET", _path("instances", instance, "crt-lists", name)).text
+
+    def delete_crt_list(self, instance, name):
+        """ApiConflict (409) while a stored config reads the crt-list."""
+        return self.request("DELETE", _path("instances", instance, "crt-lists", name)).lines
+
     # --- topology ------------------------------------------------------------------------
 
     def set_topology(self, topology, *, routing_mode=None, role=None, ha_ip=None,

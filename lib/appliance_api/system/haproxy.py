@@ -15,7 +15,7 @@ from . import commands, files, haproxy_counters, processes
 from .daemon import Daemon, DaemonFailed
 from .haproxy_cli import MasterState, ask_many
 from . import MachineError
-from ..layout import CERTIFICATES_NAME, CUSTOM503_NAME, MASTER_SOCKET_NAME
+from ..layout import CERTIFICATES_NAME, CRT_LISTS_NAME, CUSTOM503_NAME, MASTER_SOCKET_NAME
 
 
 class Haproxy(Daemon):
@@ -44,7 +44,8 @@ class Haproxy(Daemon):
 
             try:
                 confinement = Confinement(self.instance.dir, [
-                    os.path.relpath(path, self.instance.dir), CERTIFICATES_NAME, CUSTOM503_NAME],
+                    os.path.relpath(path, self.instance.dir), CERTIFICATES_NAME, CRT_LISTS_NAME,
+                    CUSTOM503_NAME],
                     programs=[self.binary])
             except ConfinementFailed as failure:
                 raise MachineError("haproxy's check could not be confined: %s" % failure)

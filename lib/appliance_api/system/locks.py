@@ -66,6 +66,7 @@ def instance_lock(instance, create):
                 # A request killed between write and rename left its temporary file.
                 files.remove_stale_temporaries(instance.dir)
                 files.remove_stale_temporaries(instance.certificates_dir)
+                files.remove_stale_temporaries(instance.crt_lists_dir)
             yield fd is not None
         finally:
             try:
