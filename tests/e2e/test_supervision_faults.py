@@ -15,24 +15,13 @@ import pytest
 
 from appliance_api.layout import Instance
 
-from .conftest import running_site
+from . import test_supervision
 from .helpers import (Supervisor, daemons_under, eventually, free_port, haproxy_template,
                       listening_socket)
-from .test_supervision import SUPERVISION, kill, make_tenant, serves
+from .test_supervision import kill, make_tenant, serves
 
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory, pki):
-    with running_site(str(tmp_path_factory.mktemp("faults")), pki, SUPERVISION) as api:
-        yield api
-
-
-@pytest.fixture
-def supervisor(site):
-    running = Supervisor(site)
-    running.wait_ready()
-    yield running
-    running.stop()
+# test_supervision's site (a module's own: this one's) and supervisor.
+site, supervisor = test_supervision.site, test_supervision.supervisor
 
 
 @pytest.fixture
