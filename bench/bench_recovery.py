@@ -16,8 +16,8 @@ systemd-nspawn as tests/system does).
   answers are not counted.
 - SIGKILL of a tenant's stunnel to serving TLS again (a handshake through
   the new stunnel and an answer from haproxy behind it): the same trials.
-- Memory per tenant: the RSS of its haproxy processes (master + worker), and
-  of its stunnel, at the largest count, as the PUTs left them. The first
+- Memory per tenant: the RSS and PSS of its haproxy processes (master +
+  worker), and of its stunnel, at the largest count, as the PUTs left them. The first
   KILL_TENANTS tenants and every STUNNEL_EVERY-th (10th by default) also
   have TLS through stunnel, with a certificate of a CA made here
   (tools/pki.py).
@@ -143,18 +143,25 @@ def kill_and_wait(address, port, instance, deadline, service="haproxy"):
 
 
 def rss_kib():
-    """The summed RSS of every haproxy and every stunnel process: {name: KiB}."""
-    totals = {"haproxy": 0, "stunnel": 0}
+    """The summed RSS and PSS of every haproxy and every stunnel process:
+    {"rss": {name: KiB}, "pss": {name: KiB}}. RSS counts a shared page
+    (haproxy's binary and libraries) in every process mapping it; PSS
+    (smaps_rollup) shares it out among them."""
+    totals = {"rss": {"haproxy": 0, "stunnel": 0}, "pss": {"haproxy": 0, "stunnel": 0}}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open("/proc/%s/status" % pid) as file:
                 fields = dict(line.split(":", 1) for line in file if ":" in line)
+            name = fields.get("Name", "").strip()
+            name = "stunnel" if name == "stunnel4" else name
+            if name not in totals["rss"]:
+                continue
+            with open("/proc/%s/smaps_rollup" % pid) as file:
+                rollup = dict(line.split(":", 1) for line in file if ":" in line)
         except OSError:
             continue
-        name = fields.get("Name", "").strip()
-        name = "stunnel" if name == "stunnel4" else name
-        if name in totals:
-            totals[name] += int(fields.get("VmRSS", "0 kB").split()[0])
+        totals["rss"][name] += int(fields.get("VmRSS", "0 kB").split()[0])
+        totals["pss"][name] += int(rollup.get("Pss", "0 kB").split()[0])
     return totals
 
 
@@ -305,10 +312,12 @@ def main():
         print()
         print("SIGKILL of a tenant's haproxy master to serving again: %s" % kill["haproxy"])
         print("SIGKILL of a tenant's stunnel to serving TLS again: %s" % kill["stunnel"])
-        print("haproxy RSS per tenant (master + worker) at %d instances: %.1f MiB"
-              % (COUNTS[-1], memory["haproxy"] / 1024 / COUNTS[-1]))
-        print("stunnel RSS per tenant with TLS at %d instances (%d stunnels): %.1f MiB"
-              % (COUNTS[-1], stunnels, memory["stunnel"] / 1024 / max(stunnels, 1)))
+        print("haproxy per tenant (master + worker) at %d instances: RSS %.1f MiB, PSS %.1f MiB"
+              % (COUNTS[-1], memory["rss"]["haproxy"] / 1024 / COUNTS[-1],
+                 memory["pss"]["haproxy"] / 1024 / COUNTS[-1]))
+        print("stunnel per tenant with TLS at %d instances (%d stunnels): RSS %.1f MiB, "
+              "PSS %.1f MiB" % (COUNTS[-1], stunnels, memory["rss"]["stunnel"] / 1024 / stunnels,
+                                memory["pss"]["stunnel"] / 1024 / stunnels))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
