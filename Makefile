@@ -78,8 +78,9 @@ test: deps
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/unit
 
 # The heavier proof runs: more examples, rounds and crash trials; prints the figures table.
+# The systemd tier's full form too: every SIGKILL check over several rounds.
 proof: deps
-	APPLIANCE_PROOF=heavy $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/proof
+	APPLIANCE_PROOF=heavy $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/proof tests/system
 
 bench: deps pki
 	$(VENV)/bin/python bench/bench.py
@@ -104,7 +105,8 @@ bench-sync: deps
 system-image: debian-packages
 	@$(PYTHON) tools/system_image.py --cache $(VAR)/system-image $(SYSTEM_IMAGE_PACKAGES)
 
-# The systemd tier alone (make test runs it too): the install booted under real systemd.
+# The systemd tier alone (make test runs it too, make proof its full form):
+# the install booted under real systemd.
 test-system: deps
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/system
 

@@ -16,7 +16,10 @@ config). Two records say where the machine may differ from it:
   its names, and catch_up runs them.
 - a daemon that is not running although it should: it crashed, or the
   machine rebooted. converge() starts it; the supervisor (supervisor.py) and
-  the boot call it, and every change calls catch_up first.
+  the boot call it, and every change calls catch_up first. A daemon that
+  runs the instance's config although its pid file was deleted or names
+  another process (a folder edited by hand) is adopted first, never
+  started twice (Daemon.adopt_orphan).
 
 Callers hold the instance's lock (system.locks.instance_lock).
 """
@@ -147,7 +150,8 @@ def _converge(instance, config, start_dead):
         if service not in marked and not start_dead:
             continue
         daemon = daemon_for(service, instance, config)
-        if service not in marked and daemon.process() is not None:
+        runs = _runs_or_adopted(daemon, outcome)  # adopted even when behind: then reloaded
+        if service not in marked and runs:
             continue  # runs, and runs what is stored
         render_from_template(daemon)  # a config PUT killed between its two renames
         try:
@@ -161,6 +165,20 @@ def _converge(instance, config, start_dead):
     if left_behind != marked:
         _write_names(instance.reload_pending, left_behind)
     return outcome
+
+
+def _runs_or_adopted(daemon, outcome):
+    """Whether the daemon runs: per its pid file, or found by its command
+    line when a hand-edited state folder lost its pid file (adopted, so
+    that no second daemon starts on the same config)."""
+    if daemon.process() is not None:
+        return True
+    orphan = daemon.adopt_orphan()
+    if orphan is None:
+        return False
+    outcome.lines.append("%s daemon for %s runs with no pid file naming it: adopted (pid %d)"
+                         % (daemon.name, daemon.instance.id, orphan.pid))
+    return True
 
 
 def control(instance, services, action, config):

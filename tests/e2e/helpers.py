@@ -298,14 +298,17 @@ class Supervisor:
         """site: an Api, or a support.netns.Site (prefix: its namespace's)."""
         self.log_path = os.path.join(site.folder, "log", "supervisor.log")
         self.log = open(self.log_path, "ab")
+        self.log_offset = self.log.tell()  # the log is the site's: earlier supervisors' too
         self.process = subprocess.Popen(
             list(prefix) + [sys.executable, OCTCTL, "--config",
                             os.path.join(site.folder, "appliance-api.ini"), "supervise"],
             stdout=self.log, stderr=self.log, start_new_session=True)
 
     def lines(self):
-        with open(self.log_path, encoding="utf-8", errors="replace") as file:
-            return file.read().splitlines()
+        """What this supervisor logged."""
+        with open(self.log_path, "rb") as file:
+            file.seek(self.log_offset)
+            return file.read().decode("utf-8", "replace").splitlines()
 
     def wait_ready(self, timeout=30):
         assert eventually(lambda: any("supervisor: ready" in line for line in self.lines()),

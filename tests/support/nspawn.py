@@ -97,6 +97,17 @@ def install_appliance(base, folder, make_variables=()):
     return layer
 
 
+def tenant_certificate(common_name):
+    """A tenant's key and certificate file (what PUT .../certificates/
+    <common_name>.pem takes), of a CA made for it (tools/pki.py)."""
+    sys.path.insert(0, os.path.join(REPOSITORY, "tools"))
+    import pki
+
+    ca_cert, ca_key = pki.make_ca("tenant CA of " + common_name)
+    cert, key = pki.make_leaf(ca_cert, ca_key, common_name, server=True, sans=[common_name])
+    return (pki._key_pem(key) + pki._cert_pem(cert)).decode()
+
+
 class CommandFailed(Exception):
     pass
 
@@ -224,14 +235,15 @@ class Machine:
                                                        completed.stdout, completed.stderr))
         return completed
 
-    def api(self, method, path, body=None, timeout=60):
+    def api(self, method, path, body=None, timeout=60, content_type="text/plain"):
         """(status, body) of a request to the installed API, from inside, with
-        the controller's client certificate."""
+        the controller's client certificate (a form: content_type
+        application/x-www-form-urlencoded)."""
         argv = ["curl", "-sS", "--max-time", str(timeout), "--cacert", PKI + "/ca.pem",
                 "-E", PKI + "/client.pem", "-X", method, "-w", "\n%{http_code}",
                 "https://%s%s" % (MANAGEMENT_ADDRESS, path)]
         if body is not None:
-            argv[1:1] = ["--data-binary", "@-", "-H", "Content-Type: text/plain"]
+            argv[1:1] = ["--data-binary", "@-", "-H", "Content-Type: " + content_type]
         completed = self.run(argv, check=False, timeout=timeout + 5, input=body)
         text, _, status = completed.stdout.rpartition("\n")
         if completed.returncode != 0:
@@ -239,11 +251,13 @@ class Machine:
                                                             completed.stderr))
         return int(status), text
 
-    def http_get(self, address, port, path="/", timeout=2):
+    def http_get(self, address, port, path="/", timeout=2, tls=False):
         """The body of a plain HTTP GET inside (a tenant's listener), or None
-        when nothing answers it."""
-        completed = self.run(["curl", "-sS", "--max-time", str(timeout),
-                              "http://%s:%d%s" % (address, port, path)], check=False,
+        when nothing answers it. tls: HTTPS, the certificate not verified (a
+        tenant's stunnel serving at all is the question, not its PKI)."""
+        url = "%s://%s:%d%s" % ("https" if tls else "http", address, port, path)
+        completed = self.run(["curl", "-sS", "--max-time", str(timeout)]
+                             + (["--insecure"] if tls else []) + [url], check=False,
                              timeout=timeout + 5)
         return completed.stdout if completed.returncode == 0 else None
 

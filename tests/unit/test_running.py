@@ -1,12 +1,14 @@
 """running.py: what should run and the one converge to it, with stand-in
 daemons (the real ones are driven end to end: tests/e2e/test_supervision.py)."""
 import os
+import subprocess
 
 import pytest
 
 from appliance_api import running
 from appliance_api.layout import Instance
 from appliance_api.system.daemon import DaemonFailed
+from appliance_api.system.daemons import daemon_for
 
 
 class StandIn:
@@ -29,6 +31,12 @@ class StandIn:
         self.world["runs"].add(self.name)
         return "%s started" % self.name
 
+    def adopt_orphan(self):
+        if self.name not in self.world["orphans"]:
+            return None
+        self.world["runs"].add(self.name)
+        return type("Orphan", (), {"pid": 4242})
+
     def stop(self):
         self.world["runs"].discard(self.name)
         return True
@@ -39,7 +47,7 @@ class StandIn:
 
 @pytest.fixture
 def world(monkeypatch, state_dir, instance_id):
-    state = {"runs": set(), "fails": set(), "applied": []}
+    state = {"runs": set(), "fails": set(), "applied": [], "orphans": set()}
     instance = Instance(state_dir, instance_id)
     os.makedirs(instance.dir)
     for service in ("haproxy", "stunnel"):
@@ -120,3 +128,85 @@ def test_a_new_config_put_killed_half_way_ends_an_operators_stop(world, config):
     outcome = running.converge(instance, config)
     assert outcome.caught_up == ["haproxy", "stunnel"]
     assert running.stopped_on_purpose(instance) == set() and running.behind(instance) == set()
+def test_converge_adopts_a_daemon_whose_pid_file_is_lost_instead_of_starting_a_second(
+        world, config):
+    world["orphans"].add("haproxy")
+    outcome = running.converge(world["instance"], config)
+    assert world["applied"] == ["stunnel"]  # haproxy was adopted, not started
+    assert any("haproxy daemon" in line and "adopted (pid 4242)" in line
+               for line in outcome.lines)
+    assert outcome.caught_up == ["stunnel"]
+
+
+def test_an_adopted_daemon_behind_its_stored_files_is_reloaded_not_started_twice(
+        world, config):
+    instance = world["instance"]
+    with open(instance.reload_pending, "w") as file:
+        file.write("haproxy\n")
+    world["orphans"].add("haproxy")
+    running.catch_up(instance, config)
+    assert world["applied"] == ["haproxy"] and "haproxy" in world["runs"]
+
+
+@pytest.fixture
+def stored_stunnel(state_dir, instance_id, config):
+    """An instance with a stunnel config stored and rendered, no daemon yet."""
+    instance = Instance(state_dir, instance_id)
+    os.makedirs(instance.dir)
+    for path in (instance.template("stunnel"), instance.rendered("stunnel")):
+        with open(path, "w") as file:
+            file.write("[tls]\n")
+    return instance
+
+
+def test_a_daemon_found_by_its_command_line_gets_its_pid_file_back(
+        stored_stunnel, config, fake_daemons):
+    """The real walk over the processes: a daemon named stunnel running the
+    rendered config, whose pid file a person deleted; then one whose pid
+    file names a live process of another program (left alone)."""
+    instance = stored_stunnel
+    orphan = fake_daemons("stunnel", instance.rendered("stunnel"), instance.pid_file("stunnel"))
+    os.unlink(instance.pid_file("stunnel"))
+    outcome = running.converge(instance, config)
+    assert outcome.caught_up == [] and outcome.failed == []
+    with open(instance.pid_file("stunnel")) as file:
+        assert int(file.read()) == orphan.pid
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        with open(instance.pid_file("stunnel"), "w") as file:
+            file.write("%d\n" % other.pid)
+        assert running.converge(instance, config).caught_up == []
+        with open(instance.pid_file("stunnel")) as file:
+            assert int(file.read()) == orphan.pid
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_no_walk_over_the_processes_for_a_pid_file_from_before_the_machine_started(
+        stored_stunnel, config, monkeypatch):
+    """At a boot every tenant's pid file is stale: the walk (tens of ms with
+    a thousand daemons) would cost seconds."""
+    from appliance_api.system import processes
+
+    instance = stored_stunnel
+    with open(instance.pid_file("stunnel"), "w") as file:
+        file.write("1\n")
+    os.utime(instance.pid_file("stunnel"), (processes.machine_started() - 60,) * 2)
+    monkeypatch.setattr(processes, "find_by_config", lambda *args: pytest.fail("walked"))
+    assert daemon_for("stunnel", instance, config).adopt_orphan() is None
+
+
+def test_haproxy_is_adopted_only_when_a_master_answers_on_the_instance_socket(
+        state_dir, instance_id, config, monkeypatch):
+    """A killed master's socket refuses: no walk, and its last worker, still
+    serving a few requests, is never taken for the daemon."""
+    from appliance_api.system import processes
+
+    instance = Instance(state_dir, instance_id)
+    os.makedirs(instance.dir)
+    with open(instance.rendered("haproxy"), "w") as file:
+        file.write("global\n")
+    monkeypatch.setattr(processes, "find_by_config", lambda *args: pytest.fail("walked"))
+    assert daemon_for("haproxy", instance, config).adopt_orphan() is None

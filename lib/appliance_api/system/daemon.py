@@ -88,6 +88,33 @@ class Daemon:
         files.remove(self.pid_file)
         return stopped
 
+    def adopt_orphan(self):
+        """A daemon running this instance's rendered config that no pid file
+        names (the file deleted or overwritten by hand): its pid file is
+        written back and its process returned, so that nothing starts a
+        second daemon on the same config. None when there is none. Looked
+        for by command line (a walk over every process) only when one may
+        exist: orphan_possible()."""
+        if not os.path.exists(self.rendered_path) or not self.orphan_possible():
+            return None
+        process = processes.find_by_config(self.process_names, self.rendered_path)
+        if process is None:
+            return None
+        files.write_atomic(self.pid_file, b"%d\n" % process.pid, durable=False)
+        return process
+
+    def orphan_possible(self):
+        """No pid file, or one written since this machine (its PID 1) started:
+        a pid file from before a reboot names nothing of ours, and the walk
+        at every boot, for every tenant, would cost seconds."""
+        try:
+            written = os.stat(self.pid_file).st_mtime
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return written >= processes.machine_started()
+
     def killed_message(self):
         return "%s daemon %s killed." % (self.name, self.instance.id)
 

@@ -95,6 +95,12 @@ class Haproxy(Daemon):
         self._wait_ready(processes.process_of(daemon.pid))
         return self._message("started", daemon.pid)
 
+    def orphan_possible(self):
+        """Only a master that answers on the instance's CLI socket: the
+        socket a killed master leaves refuses at once, and a worker whose
+        master died (it serves its last requests) is never adopted."""
+        return self.master_state() is not None
+
     def master_state(self):
         """The master's answer to `show proc`: reload counters and workers, or
         None when its CLI does not answer (not running, or re-executing)."""

@@ -44,6 +44,15 @@ def find_by_config(names, config_path):
     return None
 
 
+def machine_started():
+    """When this machine's PID 1 started (epoch seconds): the boot, or a
+    container's boot, whose /proc/stat btime is its host's."""
+    try:
+        return psutil.Process(1).create_time()
+    except psutil.Error:
+        return psutil.boot_time()
+
+
 def wait_gone(process, timeout):
     """Wait until process has exited (or is a zombie nobody reaps); True if it did."""
     deadline = time.monotonic() + timeout
