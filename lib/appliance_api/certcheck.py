@@ -90,11 +90,14 @@ def check_certificate_file(data: bytes, filename: str, now=None) -> None:
     _check_key_pair(_read_blocks(data), data, now, filename=filename)
 
 
-def check_api_certificate(data: bytes, names, now=None) -> None:
+def check_api_certificate(data: bytes, names, issuers=None, now=None) -> None:
     """The API's own certificate (PUT /certificate): a tenant certificate's
     checks, but the leaf's CN or one of its subject alternative names must be
     one of `names` (the management address, the host name) instead of the
-    file name."""
+    file name. issuers: the bytes of PEM files whose certificates may have
+    signed it (the chain of the certificate served now, the CA beside it):
+    a leaf from any other CA would lock every controller out, with no API
+    call left to undo it. None: not checked."""
     now = _utc(now) if now is not None else datetime.datetime.now(datetime.timezone.utc)
     blocks = _read_blocks(data)
     if any(block.kind == "crl" for block in blocks):
@@ -105,6 +108,18 @@ def check_api_certificate(data: bytes, names, now=None) -> None:
     if not served & wanted:
         raise Conflict("Certificate names none of this appliance's management names (%s)"
                        % _one_line(", ".join(sorted(names))))
+    if issuers is None:
+        return
+    candidates = []
+    for pem in issuers:
+        try:
+            candidates += [block.obj for block in _read_blocks(pem) if block.kind == "cert"]
+        except Conflict:
+            continue  # an unreadable file signs nothing
+    if not any(_signed_by(leaf, issuer) for issuer in candidates):
+        raise Conflict("Certificate is not issued by the CA of the certificate served now "
+                       "(%s): controllers would not trust it" % _one_line(
+                           leaf.issuer.rfc4514_string()))
 
 
 def _check_key_pair(blocks, data, now, filename):

@@ -51,11 +51,33 @@ def put_certificate(config, instance_id, filename, data):
     # Before the lock, which makes the instance's folder: a refused upload
     # leaves nothing behind. (A CA file deleted meanwhile would have to go
     # while no config uses it, and a CRL is only read beside one.)
-    check_upload(data, filename, ca_files=_other_files(instance, filename))
+    kind = check_upload(data, filename, ca_files=_other_files(instance, filename))
     with instance_lock(instance, create=True):
+        _refuse_a_change_of_kind(instance, filename, kind, config)
         return services.replace_file(
             instance, instance.certificate(filename), data, config, mode=0o600,
             certificate=config.flag("daemons", "swap_certificates"))
+
+
+def _refuse_a_change_of_kind(instance, filename, kind, config):
+    """Conflict when a stored file that a config or a crt-list reads would
+    become another kind of file (a CA file where a key and certificate was):
+    the daemon reading it could no longer start."""
+    from .certcheck import CA_FILE, CRL_FILE, KEY_PAIR
+
+    stored = files.read(instance.certificate(filename))
+    if stored is None:
+        return
+    was = KEY_PAIR if b"PRIVATE KEY-----" in stored else \
+        CRL_FILE if b"X509 CRL-----" in stored else CA_FILE
+    if was == kind:
+        return
+    users = ["the crt-list %s" % name for name in _crt_lists_naming(instance, filename)] + [
+        "the %s configuration" % service for service in instance.configured_services()
+        if _reads(instance, service, instance.certificate(filename), config)]
+    if users:
+        raise Conflict("%s is a %s in use by %s: a %s cannot replace it" % (
+            filename, was, " and ".join(users), kind))
 
 
 def _other_files(instance, filename):

@@ -76,9 +76,10 @@ def _swap(data, old, new):
 
 
 def _is_skipped(line):
-    """A comment or a blank line, as haproxy skips them."""
-    stripped = line.lstrip(b" \t\r\n\v\f")
-    return not stripped or stripped.startswith(b"#")
+    """A comment or a blank line, as haproxy skips them: a comment is a line
+    whose first byte is #. One that starts with blanks and then # is an
+    entry to haproxy, whose options it reads (check refuses it)."""
+    return line.startswith(b"#") or not line.strip(b" \t\r\n\v\f")
 
 
 class Entry:
@@ -191,9 +192,16 @@ def check(data, file_kind):
     problems, named = [], []
     lines = text.split("\n")
     for number, line in enumerate(lines, 1):
+        if len(line) > LINE_LIMIT:
+            problems.append("line %d: longer than %d characters" % (number, LINE_LIMIT))
+            continue
         if _is_skipped(line.encode()):
             if "\x00" in line:
                 problems.append("line %d: a NUL character" % number)
+            continue
+        if line.lstrip(" \t\v\f\r").startswith("#"):
+            problems.append("line %d: %s: a comment must start the line (haproxy reads "
+                            "this one as an entry, options and all)" % (number, _shown(line)))
             continue
         try:
             _entry, files = parse_line(line, file_kind)

@@ -27,10 +27,12 @@ def served_certificate(port, client_pem):
             return tls.getpeercert(binary_form=True)
 
 
-def api_certificate(pki, sans=("127.0.0.1",), days=100, common_name="appliance-api"):
-    """(key + certificate upload, the certificate's DER), signed by the site's CA."""
+def api_certificate(pki, sans=("127.0.0.1",), days=100, common_name="appliance-api", ca=None):
+    """(key + certificate upload, the certificate's DER), signed by the site's
+    CA (or ca: (certificate, key))."""
+    ca_cert, ca_key = ca or (pki.ca_cert, pki.ca_key)
     cert, key = pki_tool.make_leaf(
-        pki.ca_cert, pki.ca_key, common_name, server=True, sans=list(sans),
+        ca_cert, ca_key, common_name, server=True, sans=list(sans),
         not_after=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=days))
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
@@ -109,6 +111,8 @@ def test_a_new_certificate_reaches_new_connections_while_one_in_flight_finishes(
     ("no key", "No RSA key found"),
     ("key does not match", "Certificate and key do not match"),
     ("a CRL", "File contains data that is not a PEM key or certificate"),
+    # Right name, another CA: the controllers would no longer trust the API.
+    ("another CA", "Certificate is not issued by the CA of the certificate served now"),
 ])
 def test_a_refused_certificate_is_a_409_and_the_old_one_stays(private_site, pki, case, reason):
     api = private_site.start()
@@ -125,6 +129,8 @@ def test_a_refused_certificate_is_a_409_and_the_old_one_stays(private_site, pki,
             upload[upload.index(b"-----BEGIN CERTIFICATE"):]
     elif case == "a CRL":
         upload = pki_tool.make_crl(pki.ca_cert, pki.ca_key)
+    elif case == "another CA":
+        upload, _der = api_certificate(pki, ca=pki_tool.make_ca("a CA no controller trusts"))
     reply = api.put("/certificate", upload)
     assert reply.status == 409 and reply.body.startswith(reason), reply
     with open(private_site.pki.server, "rb") as file:

@@ -6,7 +6,9 @@ import hashlib
 import os
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
+import pki  # tools/pki.py (conftest puts tools/ on sys.path)
 from appliance_api import crtlist, manifest
 from appliance_api.errors import Conflict
 from appliance_api.layout import Instance
@@ -107,7 +109,7 @@ def test_each_refusal_says_why(line, why):
 
 
 def test_a_file_is_read_line_by_line_and_each_bad_line_named():
-    good = ("# a comment\n   # an indented one\n\n  \t\n%swww.example.com.pem !*\r\n"
+    good = ("# a comment\n\n  \t\n%swww.example.com.pem !*\r\n"
             "%sapi.example.com.pem api.example.com\n" % (P, P)).encode()
     assert crtlist.check(good, STORED.get) == ["www.example.com.pem", "api.example.com.pem"]
     with pytest.raises(Conflict) as refused:
@@ -115,12 +117,17 @@ def test_a_file_is_read_line_by_line_and_each_bad_line_named():
                       % (P.encode(), P.encode()), STORED.get)
     assert refused.value.reason == "Invalid crt-list"
     assert refused.value.detail.splitlines() == [
-        "line 7: %sother.pem: %sother.pem is not a stored key and certificate file of this "
+        "line 6: %sother.pem: %sother.pem is not a stored key and certificate file of this "
         "instance" % (P, P),
-        "line 8: %swww.example.com.pem [foo]: foo: not an option a crt-list may set here "
+        "line 7: %swww.example.com.pem [foo]: foo: not an option a crt-list may set here "
         "(allowed: allow-0rtt, alpn, ca-file, ca-verify-file, ciphers, ciphersuites, crl-file, "
         "curves, ecdhe, no-ca-names, npn, ssl-max-ver, ssl-min-ver, verify)" % P]
-    for body, why in ((b"\xc3\xa9\n", "not ASCII text"), (b"# \x00\n", "line 1: a NUL")):
+    for body, why in ((b"\xc3\xa9\n", "not ASCII text"), (b"# \x00\n", "line 1: a NUL"),
+                      # haproxy skips only a line whose first byte is #: this one is an
+                      # entry to it, and its options (a file to open) would be read.
+                      (b"   #x [ca-file /etc/shadow]\n", "line 1:"),
+                      (b"\t# a comment?\n", "a comment must start the line"),
+                      (b"#" + b"c" * 70000 + b"\n", "longer than 4096")):
         with pytest.raises(Conflict) as refused:
             crtlist.check(body, STORED.get)
         assert why in refused.value.detail
@@ -229,3 +236,22 @@ def test_deleting_the_instance_removes_its_crt_lists(app, state_dir, instance_id
             ("%swww.example.com.pem\n" % P).encode())
     assert app.delete("/instances/%s" % instance_id).status_int == 200
     assert not os.path.exists(Instance(state_dir, instance_id).dir)
+
+
+def test_a_file_a_crt_list_names_cannot_become_another_kind(app, state_dir, instance_id):
+    """A CA file PUT where a crt-list's key and certificate is: 409, the
+    file unchanged (haproxy could no longer load the list)."""
+    stored_certificate(app, instance_id)
+    url = "/instances/%s/crt-lists/sites" % instance_id
+    assert app.put(url, ("%swww.example.com.pem\n" % P).encode()).status_int == 201
+    path = os.path.join(state_dir, "instances", instance_id, "certificates",
+                        "www.example.com.pem")
+    with open(path, "rb") as file:
+        before = file.read()
+    reply = app.put("/instances/%s/certificates/www.example.com.pem" % instance_id,
+                    pki.make_ca("tenant CA")[0].public_bytes(serialization.Encoding.PEM),
+                    expect_errors=True)
+    assert reply.status_int == 409, reply
+    assert "in use by the crt-list sites" in reply.text
+    with open(path, "rb") as file:
+        assert file.read() == before  # still the key and certificate

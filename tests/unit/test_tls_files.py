@@ -216,3 +216,22 @@ def test_lighttpd_tt_judges_a_candidate_certificate(cas):
     assert refused and "private key" in refused and "\n" not in refused
     mismatched = key_pem(cas["leaf_key"]) + cert_pem(server)
     assert "does not match" in refuses_certificate(program, mismatched)
+
+
+@pytest.mark.parametrize("spoil", [
+    lambda pem: b"\xef\xbb\xbf" + pem,                    # a byte-order mark first (Windows editors)
+    lambda pem: pem.replace(b"\n", b"\r\n"),              # CRLF
+    lambda pem: b"junk before " + pem,                    # text before the BEGIN line (older files)
+    lambda pem: pem.replace(b"PRIVATE KEY", b"EC PRIVATE KEY"),
+])
+def test_a_get_by_a_controller_never_carries_the_key_however_it_is_spelt(spoil):
+    from appliance_api.handlers.certificates import without_private_keys
+
+    ca, ca_key = pki.make_ca("CA")
+    leaf, leaf_key = pki.make_leaf(ca, ca_key, "www.example.com")
+    stored = spoil(key_pem(leaf_key) + cert_pem(leaf) + cert_pem(ca))
+    answer = without_private_keys(stored)
+    assert b"PRIVATE KEY" not in answer
+    body_line = key_pem(leaf_key).splitlines()[1]
+    assert body_line not in answer
+    assert answer == cert_pem(leaf) + cert_pem(ca)

@@ -24,11 +24,11 @@ def put_api_certificate(request):
 
     config = request.config
     data = request.read_body(int(config.number("limits", "certificate_bytes")))
-    check_api_certificate(data, management_names(config))
+    path = config.get("api", "certificate_file")
+    check_api_certificate(data, management_names(config), issuers=trusted_issuers(path))
     refused = lighttpd.refuses_certificate(config.get("programs", "lighttpd"), data)
     if refused:
         raise Conflict("lighttpd refuses the certificate: %s" % refused)
-    path = config.get("api", "certificate_file")
     with api_certificate_lock(config.state_dir):
         old = files.read(path)
         files.write_atomic(path, data, 0o600)
@@ -45,6 +45,16 @@ def put_api_certificate(request):
                            "previous certificate is back in place" % lighttpd.RESTART_TIMEOUT)
     return text("OK", "lighttpd (pid %d) serves the new certificate to new connections" % pid,
                 status=201)
+
+
+def trusted_issuers(certificate_file):
+    """What may sign a new API certificate: the chain served now, and the
+    controller CA beside it (ca.pem, as tools/lighttpd_local.py reads it)."""
+    import os
+
+    found = [files.read(certificate_file),
+             files.read(os.path.join(os.path.dirname(certificate_file), "ca.pem"))]
+    return [data for data in found if data]
 
 
 def management_names(config):

@@ -65,6 +65,7 @@ def may_read_keys(request):
 # Every PEM label a private key is stored under (certcheck takes only
 # unencrypted ones, but a file stored by an older release is answered too).
 _KEY_MARK = b"PRIVATE KEY-----"
+_BEGIN, _END = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
 
 
 def has_private_key(data):
@@ -72,16 +73,20 @@ def has_private_key(data):
 
 
 def without_private_keys(data):
-    """data with every private key block left out (the certificate and its chain)."""
-    kept, skipping = [], False
-    for line in data.splitlines(keepends=True):
-        stripped = line.strip()
-        if stripped.startswith(b"-----BEGIN ") and stripped.endswith(_KEY_MARK):
-            skipping = True
-        elif skipping and stripped.startswith(b"-----END "):
-            skipping = False
-            continue
-        if not skipping:
-            kept.append(line)
-    return b"".join(kept).lstrip(b"\r\n")
+    """The certificate blocks of data, in order, and nothing else: built from
+    what is kept, not by cutting out what is not, so that no spelling of a
+    key (a byte-order mark before it, text before its BEGIN line, an older
+    release's layout) can come along."""
+    kept, position = [], 0
+    while True:
+        start = data.find(_BEGIN, position)
+        if start < 0:
+            break
+        end = data.find(_END, start)
+        if end < 0:
+            break
+        position = end + len(_END)
+        kept.append(data[start:position].replace(b"\r\n", b"\n") + b"\n")
+    answer = b"".join(kept)
+    return b"" if _KEY_MARK in answer else answer
 
