@@ -66,9 +66,10 @@ DEFAULTS = {
         "confine_checks": "yes",
     },
     "supervisor": {
-        # octctl supervise: starts of a daemon allowed within window seconds
-        # before each further one waits twice as long as the last (1 s, 2 s,
-        # ... up to max_delay); seconds between scans for what no pidfd saw.
+        # octctl supervise: starts of a daemon that are free; each further one
+        # waits twice as long as the last (1 s, 2 s, ... up to max_delay), until
+        # the daemon has run window seconds; seconds between scans for what
+        # no pidfd saw.
         "burst": "3",
         "window": "30",
         "max_delay": "60",

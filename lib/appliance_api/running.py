@@ -137,21 +137,36 @@ def converge(instance, config):
     return _converge(instance, config, start_dead=True)
 
 
+def plan(stored, marked, stopped, start_dead):
+    """What converge (start_dead) or catch_up does to each service, decided
+    from the records alone: {service: "forget"} for a mark whose config is
+    gone, "run" for a marked one (start or reload it: a change left it
+    behind), "ensure" for one that should run (start it unless it runs);
+    services left out are left alone (stopped on purpose, or not asked)."""
+    actions = {}
+    for service in SERVICES:
+        if service not in stored:
+            if service in marked:
+                actions[service] = "forget"
+        elif service in marked:
+            actions[service] = "run"  # a mark on a stopped one too: a new config PUT, killed
+        elif start_dead and service not in stopped:
+            actions[service] = "ensure"
+    return actions
+
+
 def _converge(instance, config, start_dead):
     outcome = Outcome()
     marked, stopped = behind(instance), stopped_on_purpose(instance)
+    stored = {service for service in SERVICES if os.path.exists(instance.template(service))}
     left_behind = set(marked)
-    for service in SERVICES:
-        if not os.path.exists(instance.template(service)):
+    for service, action in plan(stored, marked, stopped, start_dead).items():
+        if action == "forget":
             left_behind.discard(service)  # its config is gone: nothing to run
-            continue
-        if service in stopped and service not in marked:
-            continue  # stopped on purpose (a mark too: a new config PUT, killed half-way)
-        if service not in marked and not start_dead:
             continue
         daemon = daemon_for(service, instance, config)
         runs = _runs_or_adopted(daemon, outcome)  # adopted even when behind: then reloaded
-        if service not in marked and runs:
+        if action == "ensure" and runs:
             continue  # runs, and runs what is stored
         render_from_template(daemon)  # a config PUT killed between its two renames
         try:

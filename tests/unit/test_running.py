@@ -210,3 +210,15 @@ def test_haproxy_is_adopted_only_when_a_master_answers_on_the_instance_socket(
         file.write("global\n")
     monkeypatch.setattr(processes, "find_by_config", lambda *args: pytest.fail("walked"))
     assert daemon_for("haproxy", instance, config).adopt_orphan() is None
+
+
+@pytest.mark.parametrize("stored, marked, stopped, start_dead, actions", [
+    ({"haproxy", "stunnel"}, set(), set(), True, {"haproxy": "ensure", "stunnel": "ensure"}),
+    ({"haproxy", "stunnel"}, set(), set(), False, {}),                 # catch_up: marks only
+    ({"haproxy"}, {"stunnel"}, set(), False, {"stunnel": "forget"}),   # config gone
+    ({"haproxy", "stunnel"}, {"haproxy"}, set(), False, {"haproxy": "run"}),
+    ({"haproxy", "stunnel"}, set(), {"haproxy"}, True, {"stunnel": "ensure"}),  # a stop wins
+    ({"haproxy"}, {"haproxy"}, {"haproxy"}, True, {"haproxy": "run"}),  # but not a new config
+])
+def test_the_plan_is_decided_from_the_records_alone(stored, marked, stopped, start_dead, actions):
+    assert running.plan(stored, marked, stopped, start_dead) == actions
